@@ -46,3 +46,4 @@ class LabSpec:
     control_subnet: str = "10.77.0.0/24"  # control bridge; the router is .1 there
     image_packages: tuple[str, ...] = field(default_factory=tuple)  # extra packages in the image
     prefix: str = "ef"  # every kernel object the lab makes starts with this (cleanup by name)
+    image_cache: Path | None = None  # where images are cached; None: state_dir / "images"
