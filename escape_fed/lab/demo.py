@@ -15,14 +15,16 @@ def demo_spec(
     central: bool = True,
     prefix: str = "ef",
     net: str = "10.77",
+    third: int = 0,
     name: str = "demo",
     image_cache: Path | None = None,
     wan_mbit: int = 100,
 ) -> LabSpec:
     """``sites`` sites of ``hosts_per_site`` hosts, plus a one-host ``central`` site.
 
-    Site i (1-based) gets ``{net}.{i}.0/24``, gateway ``.1``, hosts from ``.10``; the control
-    subnet is ``{net}.0.0/24`` with the root namespace at ``.254``.
+    Site i (1-based) gets ``{net}.{third + i}.0/24``, gateway ``.1``, hosts from ``.10``; the
+    control subnet is ``{net}.{third}.0/24`` with the root namespace at ``.254``. Tests and the
+    bench use their own ``prefix`` and ``third`` so they never touch a lab already running.
     """
     lab_sites: list[LabSite] = []
     lab_hosts: list[LabHost] = []
@@ -30,11 +32,12 @@ def demo_spec(
     if central:
         names.append("central")
     for i, site in enumerate(names, start=1):
+        octet = third + i
         lab_sites.append(
             LabSite(
                 name=site,
-                subnet=f"{net}.{i}.0/24",
-                gateway=f"{net}.{i}.1",
+                subnet=f"{net}.{octet}.0/24",
+                gateway=f"{net}.{octet}.1",
                 bridge=f"{prefix}-br{i}",
             )
         )
@@ -46,7 +49,7 @@ def demo_spec(
                     name=short,
                     site=site,
                     fqdn=f"{short}.{site}.escape.lab",
-                    address=f"{net}.{i}.{10 + j}",
+                    address=f"{net}.{octet}.{10 + j}",
                     netns=f"{prefix}-{short}",
                 )
             )
@@ -56,8 +59,8 @@ def demo_spec(
         sites=tuple(lab_sites),
         hosts=tuple(lab_hosts),
         wan_mbit=wan_mbit,
-        control_address=f"{net}.0.254",
-        control_subnet=f"{net}.0.0/24",
+        control_address=f"{net}.{third}.254",
+        control_subnet=f"{net}.{third}.0/24",
         prefix=prefix,
         image_cache=image_cache,
     )
