@@ -355,6 +355,11 @@ def memory_mib(cgname: str, pid: int | None) -> float | None:
     current = CGROUP_ROOT / "unified" / CGROUP_PARENT / cgname / "memory.current"
     with contextlib.suppress(OSError, ValueError):
         return round(int(current.read_text()) / 2**20, 1)
+    return rss_mib(cgname, pid)
+
+
+def rss_mib(cgname: str, pid: int | None = None) -> float | None:
+    """Sum of the RSS of a host's processes (counts shared library pages once per host)."""
     pids = cgroup_pids(cgname) or ([pid] if pid else [])
     total = 0
     for p in pids:
