@@ -259,11 +259,13 @@ def up(spec: LabSpec, progress: Progress | None = None) -> LabState:
     current = load_state(sd)
     if current is not None:
         alive = _running(current)
-        if spec_to_dict(current.spec) == spec_to_dict(spec) and alive and all(alive.values()):
+        same = spec_to_dict(current.spec) == spec_to_dict(spec)
+        finished = current.up_seconds is not None  # a killed `up` never recorded its time
+        if same and finished and alive and all(alive.values()):
             say(f"lab {spec.name}: already up ({len(alive)} hosts)")
             current.reused = True
             return current
-        if any(alive.values()) and spec_to_dict(current.spec) != spec_to_dict(spec):
+        if any(alive.values()) and not same:
             raise BadInput(
                 f"another lab ({current.spec.name}) is running from {sd}: "
                 "run `escape-fed lab down` first, or use another state_dir"
