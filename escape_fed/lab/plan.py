@@ -20,8 +20,10 @@ def lab_spec(fed: Federation, state_dir: Path | None = None) -> LabSpec:
     """
     subnets = lab_subnets(fed)
     if not subnets:
-        raise BadInput("the federation has no site with 'backend: lab': nothing to bring up in "
-                       "the lab (see inventories/lab/federation.yaml)")
+        raise BadInput(
+            "the federation has no site with 'backend: lab': nothing to bring up in "
+            "the lab (see inventories/lab/federation.yaml)"
+        )
     supernet = ipaddress.IPv4Network(fed.lab.supernet)
     control = next(supernet.subnets(new_prefix=24))
     sites = tuple(
@@ -34,8 +36,13 @@ def lab_spec(fed: Federation, state_dir: Path | None = None) -> LabSpec:
         for i, (name, net) in enumerate(subnets.items(), start=1)
     )
     lab_hosts = tuple(
-        LabHost(name=h.name, site=h.site, fqdn=h.fqdn, address=str(h.address),
-                netns=f"{PREFIX}-{h.name}")
+        LabHost(
+            name=h.name,
+            site=h.site,
+            fqdn=h.fqdn,
+            address=str(h.address),
+            netns=f"{PREFIX}-{h.name}",
+        )
         for h in hosts(fed)
         if h.backend is Backend.LAB
     )

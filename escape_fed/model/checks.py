@@ -29,30 +29,38 @@ def check_federation(fed: Federation) -> list[Problem]:
 def _central_services(fed: Federation) -> Iterator[Problem]:
     central = fed.federation.central_site
     if central not in fed.sites:
-        yield Problem("federation.central_site",
-                      f"site {central!r} is not defined: expected one of {', '.join(fed.sites)}")
+        yield Problem(
+            "federation.central_site",
+            f"site {central!r} is not defined: expected one of {', '.join(fed.sites)}",
+        )
         return
     cms = hosts_with(fed, Role.CENTRAL_MANAGER)
     central_cms = [h for h in cms if h.site == central]
     if len(central_cms) != 1:
-        yield Problem(f"sites.{central}.hosts",
-                      f"the central site needs exactly one host with role 'central_manager' "
-                      f"(found {len(central_cms)})")
+        yield Problem(
+            f"sites.{central}.hosts",
+            f"the central site needs exactly one host with role 'central_manager' "
+            f"(found {len(central_cms)})",
+        )
     if fed.federation.mode is Mode.GLOBAL_POOL:
         for h in cms:
             if h.site != central:
-                yield Problem(f"sites.{h.site}.hosts.{h.name}.roles",
-                              "mode 'global-pool' has one central manager, in the central site "
-                              f"{central!r}: remove 'central_manager' here or use mode 'flock'")
+                yield Problem(
+                    f"sites.{h.site}.hosts.{h.name}.roles",
+                    "mode 'global-pool' has one central manager, in the central site "
+                    f"{central!r}: remove 'central_manager' here or use mode 'flock'",
+                )
     else:
         for name in fed.sites:
             if name == central:
                 continue
             site_cms = [h for h in cms if h.site == name]
             if hosts_with(fed, Role.EXECUTE, name) and len(site_cms) != 1:
-                yield Problem(f"sites.{name}.hosts",
-                              "mode 'flock': every site with execute nodes runs its own pool and "
-                              f"needs exactly one 'central_manager' host (found {len(site_cms)})")
+                yield Problem(
+                    f"sites.{name}.hosts",
+                    "mode 'flock': every site with execute nodes runs its own pool and "
+                    f"needs exactly one 'central_manager' host (found {len(site_cms)})",
+                )
     if not hosts_with(fed, Role.ACCESS_POINT):
         yield Problem("sites", "no host has role 'access_point': users need one to submit jobs")
     if not hosts_with(fed, Role.EXECUTE):
@@ -60,9 +68,11 @@ def _central_services(fed: Federation) -> Iterator[Problem]:
     for role in (Role.ISSUER, Role.INGRESS, Role.MONITORING):
         found = hosts_with(fed, role)
         if len(found) > 1:
-            yield Problem(f"sites.{found[1].site}.hosts.{found[1].name}.roles",
-                          f"role {role.value!r} is already on host {found[0].name!r}: "
-                          "expected at most one per federation")
+            yield Problem(
+                f"sites.{found[1].site}.hosts.{found[1].name}.roles",
+                f"role {role.value!r} is already on host {found[0].name!r}: "
+                "expected at most one per federation",
+            )
 
 
 @check
@@ -73,18 +83,27 @@ def _unique_hosts(fed: Federation) -> Iterator[Problem]:
     for h in hosts(fed):
         path = f"sites.{h.site}.hosts.{h.name}"
         if h.name in seen_name and seen_name[h.name] != h.site:
-            yield Problem(path, f"host {h.name!r} is already used by site {seen_name[h.name]!r}: "
-                                "a host belongs to one site; host names are unique")
+            yield Problem(
+                path,
+                f"host {h.name!r} is already used by site {seen_name[h.name]!r}: "
+                "a host belongs to one site; host names are unique",
+            )
         seen_name.setdefault(h.name, h.site)
         if h.fqdn in seen_fqdn and seen_fqdn[h.fqdn] != h.name:
-            yield Problem(f"{path}.fqdn", f"{h.fqdn!r} is already the name of host "
-                                          f"{seen_fqdn[h.fqdn]!r}: expected a unique FQDN")
+            yield Problem(
+                f"{path}.fqdn",
+                f"{h.fqdn!r} is already the name of host "
+                f"{seen_fqdn[h.fqdn]!r}: expected a unique FQDN",
+            )
         seen_fqdn.setdefault(h.fqdn, h.name)
         if h.address:
             if h.address in seen_addr and seen_addr[h.address] != h.name:
-                yield Problem(f"{path}.address", f"{h.address!r} is already the address of host "
-                                                 f"{seen_addr[h.address]!r}: expected one host "
-                                                 "per address")
+                yield Problem(
+                    f"{path}.address",
+                    f"{h.address!r} is already the address of host "
+                    f"{seen_addr[h.address]!r}: expected one host "
+                    "per address",
+                )
             seen_addr.setdefault(h.address, h.name)
 
 
@@ -93,8 +112,11 @@ def _site_names(fed: Federation) -> Iterator[Problem]:
     reserved = set(ROLE_GROUPS.values()) | {"all", "ungrouped", "central_services"}
     for name in fed.sites:
         if group_name(name) in reserved:
-            yield Problem(f"sites.{name}", f"site name {name!r} clashes with the inventory group "
-                                           f"{group_name(name)!r}: choose another name")
+            yield Problem(
+                f"sites.{name}",
+                f"site name {name!r} clashes with the inventory group "
+                f"{group_name(name)!r}: choose another name",
+            )
 
 
 @check
@@ -103,31 +125,48 @@ def _hosts_per_site(fed: Federation) -> Iterator[Problem]:
         for hname, host in site.hosts.items():
             path = f"sites.{sname}.hosts.{hname}"
             if Role.EXECUTE in host.roles and host.capacity is None:
-                yield Problem(f"{path}.capacity", "execute hosts must declare their capacity: "
-                                                  "expected cpus, memory_mb (gpus, disk_gb)")
+                yield Problem(
+                    f"{path}.capacity",
+                    "execute hosts must declare their capacity: "
+                    "expected cpus, memory_mb (gpus, disk_gb)",
+                )
             if Role.EXECUTE not in host.roles and host.capacity is not None:
-                yield Problem(f"{path}.capacity", "capacity applies to execute hosts only: "
-                                                  "add role 'execute' or remove capacity")
+                yield Problem(
+                    f"{path}.capacity",
+                    "capacity applies to execute hosts only: add role 'execute' or remove capacity",
+                )
             if len(set(host.roles)) != len(host.roles):
                 yield Problem(f"{path}.roles", "a role is listed twice: expected each role once")
             if site.backend is Backend.SSH and not host.address:
-                yield Problem(f"{path}.address", "ssh hosts need the address the control machine "
-                                                 "reaches them at (IP or DNS name)")
+                yield Problem(
+                    f"{path}.address",
+                    "ssh hosts need the address the control machine "
+                    "reaches them at (IP or DNS name)",
+                )
             if host.count > 1 and site.backend not in CLOUD_BACKENDS:
-                yield Problem(f"{path}.count", f"count > 1 needs a cloud or kubernetes backend "
-                                               f"(this site's backend is {site.backend.value!r})")
+                yield Problem(
+                    f"{path}.count",
+                    f"count > 1 needs a cloud or kubernetes backend "
+                    f"(this site's backend is {site.backend.value!r})",
+                )
             if host.count > 1 and host.address:
-                yield Problem(f"{path}.address", "an address cannot be shared by count > 1 "
-                                                 "instances: remove it")
+                yield Problem(
+                    f"{path}.address",
+                    "an address cannot be shared by count > 1 instances: remove it",
+                )
             if host.flavor and site.backend not in CLOUD_BACKENDS:
                 yield Problem(f"{path}.flavor", "flavor applies to cloud sites only")
             if site.backend in CLOUD_BACKENDS and not host.flavor:
-                yield Problem(f"{path}.flavor", f"{site.backend.value} hosts need a flavor "
-                                                "(instance type or pod size name)")
+                yield Problem(
+                    f"{path}.flavor",
+                    f"{site.backend.value} hosts need a flavor (instance type or pod size name)",
+                )
         caches = [h for h, v in site.hosts.items() if Role.CACHE in v.roles]
         if len(caches) > 1:
-            yield Problem(f"sites.{sname}.hosts.{caches[1]}.roles",
-                          f"site already has a cache on {caches[0]!r}: expected at most one")
+            yield Problem(
+                f"sites.{sname}.hosts.{caches[1]}.roles",
+                f"site already has a cache on {caches[0]!r}: expected at most one",
+            )
 
 
 @check
@@ -136,35 +175,48 @@ def _data(fed: Federation) -> Iterator[Problem]:
     for sname, site in fed.sites.items():
         roles = {r for h in site.hosts.values() for r in h.roles}
         if Role.CACHE in roles and site.storage is None:
-            yield Problem(f"sites.{sname}.storage", "the site has a cache host but no storage: "
-                                                    "expected storage with rse, origin and paths")
+            yield Problem(
+                f"sites.{sname}.storage",
+                "the site has a cache host but no storage: "
+                "expected storage with rse, origin and paths",
+            )
         if Role.ORIGIN in roles and site.storage is None:
-            yield Problem(f"sites.{sname}.storage", "the site has an origin host but no storage: "
-                                                    "expected storage with rse, origin and paths")
+            yield Problem(
+                f"sites.{sname}.storage",
+                "the site has an origin host but no storage: "
+                "expected storage with rse, origin and paths",
+            )
         if site.cache is not None and Role.CACHE not in roles:
-            yield Problem(f"sites.{sname}.cache", "cache settings given but no host has role "
-                                                  "'cache': add the role to a host")
+            yield Problem(
+                f"sites.{sname}.cache",
+                "cache settings given but no host has role 'cache': add the role to a host",
+            )
         if site.cache is not None and site.cache.low_watermark >= site.cache.high_watermark:
-            yield Problem(f"sites.{sname}.cache.low_watermark",
-                          "must be lower than high_watermark")
+            yield Problem(f"sites.{sname}.cache.low_watermark", "must be lower than high_watermark")
         if site.storage is not None:
             if site.storage.rse in rses:
-                yield Problem(f"sites.{sname}.storage.rse",
-                              f"RSE {site.storage.rse!r} is already the storage of site "
-                              f"{rses[site.storage.rse]!r}: expected a unique RSE name")
+                yield Problem(
+                    f"sites.{sname}.storage.rse",
+                    f"RSE {site.storage.rse!r} is already the storage of site "
+                    f"{rses[site.storage.rse]!r}: expected a unique RSE name",
+                )
             rses.setdefault(site.storage.rse, sname)
             origins = hosts_with(fed, Role.ORIGIN, sname)
             origin_host = urlsplit(site.storage.origin).hostname
             if origins and origin_host not in {origins[0].fqdn, origins[0].address}:
-                yield Problem(f"sites.{sname}.storage.origin",
-                              f"points at {origin_host!r}, but the site's origin host is "
-                              f"{origins[0].fqdn!r}: expected the URL to name it")
+                yield Problem(
+                    f"sites.{sname}.storage.origin",
+                    f"points at {origin_host!r}, but the site's origin host is "
+                    f"{origins[0].fqdn!r}: expected the URL to name it",
+                )
     for dname, ds in fed.datasets.items():
         for i, rse in enumerate(ds.rses):
             if rse not in rses:
                 known = ", ".join(sorted(rses)) or "none defined"
-                yield Problem(f"datasets.{dname}.rses[{i}]",
-                              f"unknown RSE {rse!r}: expected a site's storage.rse ({known})")
+                yield Problem(
+                    f"datasets.{dname}.rses[{i}]",
+                    f"unknown RSE {rse!r}: expected a site's storage.rse ({known})",
+                )
 
 
 @check
@@ -175,32 +227,44 @@ def _iam(fed: Federation) -> Iterator[Problem]:
         if not gname or any(c.isspace() for c in gname):
             yield Problem(path, "IAM group names have no spaces: expected e.g. '/escape/atlas'")
         if group.account in accounts:
-            yield Problem(f"{path}.account", f"account {group.account!r} already belongs to group "
-                                             f"{accounts[group.account]!r}: groups need their own "
-                                             "account (tenant separation)")
+            yield Problem(
+                f"{path}.account",
+                f"account {group.account!r} already belongs to group "
+                f"{accounts[group.account]!r}: groups need their own "
+                "account (tenant separation)",
+            )
         accounts.setdefault(group.account, gname)
     issuers = hosts_with(fed, Role.ISSUER)
     if issuers:
         issuer_host = urlsplit(fed.iam.issuer).hostname
         if issuer_host not in {issuers[0].fqdn, issuers[0].address}:
-            yield Problem("iam.issuer", f"names {issuer_host!r}, but the federation's issuer host "
-                                        f"is {issuers[0].fqdn!r}: expected the URL to name it")
+            yield Problem(
+                "iam.issuer",
+                f"names {issuer_host!r}, but the federation's issuer host "
+                f"is {issuers[0].fqdn!r}: expected the URL to name it",
+            )
 
 
 @check
 def _backends(fed: Federation) -> Iterator[Problem]:
     for sname, site in fed.sites.items():
         if site.backend in CLOUD_BACKENDS and site.cloud is None:
-            yield Problem(f"sites.{sname}.cloud", f"{site.backend.value} sites need a cloud "
-                                                  "section (image, region/network/namespace)")
+            yield Problem(
+                f"sites.{sname}.cloud",
+                f"{site.backend.value} sites need a cloud "
+                "section (image, region/network/namespace)",
+            )
         if site.backend not in CLOUD_BACKENDS and site.cloud is not None:
-            yield Problem(f"sites.{sname}.cloud", f"cloud settings do not apply to backend "
-                                                  f"{site.backend.value!r}: remove them")
+            yield Problem(
+                f"sites.{sname}.cloud",
+                f"cloud settings do not apply to backend {site.backend.value!r}: remove them",
+            )
         if site.backend is Backend.KUBERNETES and site.cloud and not site.cloud.namespace:
             yield Problem(f"sites.{sname}.cloud.namespace", "kubernetes sites need a namespace")
         if site.backend is not Backend.LAB and site.network.subnet:
-            yield Problem(f"sites.{sname}.network.subnet", "subnet is a lab setting: only for "
-                                                           "backend 'lab'")
+            yield Problem(
+                f"sites.{sname}.network.subnet", "subnet is a lab setting: only for backend 'lab'"
+            )
 
 
 @check
@@ -219,12 +283,16 @@ def _lab(fed: Federation) -> Iterator[Problem]:
         path = f"sites.{name}.network.subnet"
         net = subnets.get(name)
         if net is None:
-            yield Problem(path, "no free /24 left in lab.supernet: give a subnet or a larger "
-                                "supernet")
+            yield Problem(
+                path, "no free /24 left in lab.supernet: give a subnet or a larger supernet"
+            )
             continue
         if not net.subnet_of(supernet) or net.overlaps(control):
-            yield Problem(path, f"{net} must lie inside lab.supernet {supernet} and not in its "
-                                f"first /24 ({control}, the control network)")
+            yield Problem(
+                path,
+                f"{net} must lie inside lab.supernet {supernet} and not in its "
+                f"first /24 ({control}, the control network)",
+            )
         for other, oname in seen.items():
             if net.overlaps(other):
                 yield Problem(path, f"{net} overlaps the subnet of site {oname!r}")
@@ -237,10 +305,14 @@ def _lab(fed: Federation) -> Iterator[Problem]:
                 try:
                     addr = ipaddress.IPv4Address(host.address)
                 except ValueError:
-                    yield Problem(f"sites.{name}.hosts.{hname}.address",
-                                  f"{host.address!r}: lab hosts need an IPv4 address")
+                    yield Problem(
+                        f"sites.{name}.hosts.{hname}.address",
+                        f"{host.address!r}: lab hosts need an IPv4 address",
+                    )
                     continue
                 if addr not in net or int(addr) - int(net.network_address) < 2:
-                    yield Problem(f"sites.{name}.hosts.{hname}.address",
-                                  f"{addr} is not a host address of the site's subnet {net} "
-                                  "(.1 is the router)")
+                    yield Problem(
+                        f"sites.{name}.hosts.{hname}.address",
+                        f"{addr} is not a host address of the site's subnet {net} "
+                        "(.1 is the router)",
+                    )

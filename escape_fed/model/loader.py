@@ -72,26 +72,40 @@ def _load_yaml(text: str, file: str) -> tuple[Any, dict[PathT, int], list[Proble
     except yaml.YAMLError as exc:
         raise BadInput(f"{file}: YAML syntax error: {exc}") from None
     finally:
-        loader.dispose()
+        loader.dispose()  # type: ignore[no-untyped-call]  # PyYAML stubs leave it untyped
 
     def walk(n: yaml.Node, path: PathT) -> Any:
         if isinstance(n, yaml.MappingNode):
+            explicit = {id(k) for k, _ in n.value if k.tag != "tag:yaml.org,2002:merge"}
             loader.flatten_mapping(n)
             out: dict[Any, Any] = {}
+            merged: set[Any] = set()  # keys from a '<<' merge: explicit keys override them
             for key_node, value_node in n.value:
-                key = loader.construct_object(key_node, deep=True)
+                key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
                 if not isinstance(key, (str, int, float, bool)):
-                    problems.append(Problem(dotted(path), "keys must be plain scalars",
-                                            key_node.start_mark.line + 1))
+                    problems.append(
+                        Problem(
+                            dotted(path), "keys must be plain scalars", key_node.start_mark.line + 1
+                        )
+                    )
                     continue
                 kpath = (*path, str(key))
+                if id(key_node) not in explicit:
+                    if key in out:
+                        continue  # an earlier merge already gave this key
+                    merged.add(key)
+                elif key in merged:
+                    merged.discard(key)
+                    del out[key]
                 if key in out:
-                    problems.append(Problem(
-                        dotted(kpath),
-                        f"duplicate key {key!r} (first at line {lines[kpath]}): "
-                        "each key may appear once",
-                        key_node.start_mark.line + 1,
-                    ))
+                    problems.append(
+                        Problem(
+                            dotted(kpath),
+                            f"duplicate key {key!r} (first at line {lines[kpath]}): "
+                            "each key may appear once",
+                            key_node.start_mark.line + 1,
+                        )
+                    )
                     continue
                 lines[kpath] = key_node.start_mark.line + 1
                 out[key] = walk(value_node, kpath)
@@ -102,7 +116,7 @@ def _load_yaml(text: str, file: str) -> tuple[Any, dict[PathT, int], list[Proble
                 lines[(*path, i)] = child.start_mark.line + 1
                 items.append(walk(child, (*path, i)))
             return items
-        return loader.construct_object(n, deep=True)
+        return loader.construct_object(n, deep=True)  # type: ignore[no-untyped-call]
 
     data = walk(node, ()) if node is not None else None
     return data, lines, problems
@@ -166,8 +180,15 @@ def _message(err: Any) -> str:
 
 def _problems_from(exc: ValidationError, lines: dict[PathT, int]) -> list[Problem]:
     out = []
-    for err in exc.errors():
+    errors = exc.errors()
+    failing = {tuple(e["loc"]) for e in errors}
+    for err in errors:
         loc = tuple(p for p in err["loc"] if p != "[key]")
+        if err["type"] == "too_short" and any(
+            len(other) > len(err["loc"]) and other[: len(err["loc"])] == tuple(err["loc"])
+            for other in failing
+        ):
+            continue  # the list is empty only because its items failed: report those
         key_error = "[key]" in err["loc"]
         msg = _message(err)
         if key_error:
@@ -181,15 +202,17 @@ def _problems_from(exc: ValidationError, lines: dict[PathT, int]) -> list[Proble
     return sorted(set(out), key=lambda p: (p.line or 0, p.path, p.message))
 
 
-def parse_federation(data: Any, file: str = "<federation>",
-                     lines: dict[PathT, int] | None = None) -> Federation:
+def parse_federation(
+    data: Any, file: str = "<federation>", lines: dict[PathT, int] | None = None
+) -> Federation:
     """Validate already-parsed data (a dict) into a :class:`Federation`, with every check."""
     from escape_fed.model.checks import check_federation
 
     lines = lines or {}
     if not isinstance(data, dict):
-        raise FederationFileError(file, [Problem("", "expected a mapping with keys "
-                                                     "federation, iam, sites")])
+        raise FederationFileError(
+            file, [Problem("", "expected a mapping with keys federation, iam, sites")]
+        )
     try:
         fed = Federation.model_validate(data)
     except ValidationError as exc:

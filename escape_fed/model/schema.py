@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$")
-DNS_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+DNS_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+)
 ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 CRON_FIELD_RE = re.compile(r"^[0-9*/,-]+$")
 
@@ -64,7 +66,9 @@ def _cidr(value: str) -> str:
     try:
         net = ipaddress.ip_network(value, strict=True)
     except ValueError:
-        raise ValueError(f"{value!r} is not a network in CIDR form: expected e.g. '10.77.1.0/24'") from None
+        raise ValueError(
+            f"{value!r} is not a network in CIDR form: expected e.g. '10.77.1.0/24'"
+        ) from None
     if net.version != 4 or net.prefixlen > 28:
         raise ValueError(f"{value!r}: expected an IPv4 network of /28 or larger")
     return value
@@ -72,7 +76,9 @@ def _cidr(value: str) -> str:
 
 def _account(value: str) -> str:
     if not ACCOUNT_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid Unix account name: expected e.g. 'escape-atlas'")
+        raise ValueError(
+            f"{value!r} is not a valid Unix account name: expected e.g. 'escape-atlas'"
+        )
     return value
 
 
@@ -223,8 +229,12 @@ class Cache(Strict):
 class Network(Strict):
     """Network facts of a site."""
 
-    behind_nat: StrictBool = Field(default=False, description="no inbound ports: execute nodes use CCB")
-    subnet: Cidr | None = Field(default=None, description="lab: the site's subnet (default derived)")
+    behind_nat: StrictBool = Field(
+        default=False, description="no inbound ports: execute nodes use CCB"
+    )
+    subnet: Cidr | None = Field(
+        default=None, description="lab: the site's subnet (default derived)"
+    )
 
 
 class Cloud(Strict):
@@ -278,6 +288,15 @@ class Security(Strict):
     integrity: Literal["REQUIRED"] = "REQUIRED"
 
 
+class Control(Strict):
+    """Where the control machine keeps escape-fed's own state."""
+
+    state_dir: AbsPath = Field(
+        default="/var/lib/escape-fed/state",
+        description="deploy snapshots (what was applied), per federation",
+    )
+
+
 class Federation(Strict):
     """A whole federation: the single source of truth for render, deploy and operate."""
 
@@ -288,3 +307,8 @@ class Federation(Strict):
     datasets: dict[Name, Dataset] = Field(default_factory=dict)
     lab: Lab = Field(default_factory=Lab)
     security: Security = Field(default_factory=Security)
+    control: Control = Field(default_factory=Control)
+
+    def snapshot_path(self) -> str:
+        """Where a deploy records what it applied (``plan`` compares against it)."""
+        return f"{self.control.state_dir}/{self.federation.name}/applied.json"

@@ -83,43 +83,74 @@ def _hosts(fed: Federation) -> tuple[HostView, ...]:
                 offset += 1
                 if site.backend in CLOUD_BACKENDS and host.count > 1:
                     address = None
-                out.append(HostView(
-                    name=inv_name,
-                    site=site_name,
-                    backend=site.backend,
-                    fqdn=host.fqdn if host.fqdn and host.count == 1
-                    else f"{inv_name}.{site_name}.{fed.federation.domain}",
-                    address=address,
-                    roles=host.roles,
-                    capacity=host.capacity,
-                    ssh_user=host.ssh_user,
-                    ssh_port=host.ssh_port,
-                    flavor=host.flavor,
-                ))
+                out.append(
+                    HostView(
+                        name=inv_name,
+                        site=site_name,
+                        backend=site.backend,
+                        fqdn=host.fqdn
+                        if host.fqdn and host.count == 1
+                        else f"{inv_name}.{site_name}.{fed.federation.domain}",
+                        address=address,
+                        roles=host.roles,
+                        capacity=host.capacity,
+                        ssh_user=host.ssh_user,
+                        ssh_port=host.ssh_port,
+                        flavor=host.flavor,
+                    )
+                )
     return tuple(out)
 
 
-_CACHE: dict[int, tuple[Federation, tuple[HostView, ...]]] = {}
+@dataclass(frozen=True)
+class _Index:
+    hosts: tuple[HostView, ...]
+    by_site: dict[str, tuple[HostView, ...]]
+    by_role: dict[tuple[Role, str | None], tuple[HostView, ...]]
 
 
-def hosts(fed: Federation) -> tuple[HostView, ...]:
-    """Every concrete host of the federation, in file order (computed once per model)."""
+def _build_index(fed: Federation) -> _Index:
+    all_hosts = _hosts(fed)
+    by_site: dict[str, list[HostView]] = {name: [] for name in fed.sites}
+    by_role: dict[tuple[Role, str | None], list[HostView]] = {}
+    for h in all_hosts:
+        by_site[h.site].append(h)
+        for role in h.roles:
+            by_role.setdefault((role, None), []).append(h)
+            by_role.setdefault((role, h.site), []).append(h)
+    return _Index(
+        all_hosts,
+        {k: tuple(v) for k, v in by_site.items()},
+        {k: tuple(v) for k, v in by_role.items()},
+    )
+
+
+_CACHE: dict[int, tuple[Federation, _Index]] = {}
+
+
+def _index(fed: Federation) -> _Index:
+    """Hosts of a model, indexed by site and role (computed once per model object)."""
     hit = _CACHE.get(id(fed))
     if hit is not None and hit[0] is fed:
         return hit[1]
-    result = _hosts(fed)
+    result = _build_index(fed)
     if len(_CACHE) >= 8:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[id(fed)] = (fed, result)  # the strong reference keeps id(fed) from being reused
     return result
 
 
+def hosts(fed: Federation) -> tuple[HostView, ...]:
+    """Every concrete host of the federation, in file order."""
+    return _index(fed).hosts
+
+
 def site_hosts(fed: Federation, site: str) -> tuple[HostView, ...]:
-    return tuple(h for h in hosts(fed) if h.site == site)
+    return _index(fed).by_site.get(site, ())
 
 
 def hosts_with(fed: Federation, role: Role, site: str | None = None) -> tuple[HostView, ...]:
-    return tuple(h for h in hosts(fed) if h.has(role) and (site is None or h.site == site))
+    return _index(fed).by_role.get((role, site), ())
 
 
 def federation_central_manager(fed: Federation) -> HostView | None:

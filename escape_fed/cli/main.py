@@ -1,0 +1,41 @@
+"""The ``escape-fed`` command: a thin click layer over the escape_fed library."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import click
+
+from escape_fed.cli.common import EscapeFedGroup, Settings
+from escape_fed.cli.model_cmds import facilities, plan, render, validate
+from escape_fed.cli.pending import deploy, smoke, status
+from escape_fed.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+
+HELP = f"""Stand up islands of compute next to data-lake storage and join them into one
+federated HTCondor pool, from one federation file.
+
+FILE defaults to inventories/lab/federation.yaml (the local lab federation).
+Data goes to stdout, messages to stderr; commands that read state take --output json.
+
+\b
+Exit codes:
+  {EXIT_OK}  ok
+  {EXIT_FAILED}  a check or an operation failed (or the command is not built yet)
+  {EXIT_BAD_INPUT}  bad input: a federation file, a flag or an argument is wrong; nothing changed
+"""
+
+
+@click.group(
+    cls=EscapeFedGroup, help=HELP, context_settings={"help_option_names": ["-h", "--help"]}
+)
+@click.version_option(version("escape-fed"), "--version", prog_name="escape-fed")
+@click.option("-v", "--verbose", count=True, help="more messages on stderr (repeatable)")
+@click.option("-q", "--quiet", is_flag=True, help="only errors on stderr")
+@click.option("--debug", is_flag=True, hidden=True, help="show tracebacks")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
+    ctx.obj = Settings(verbose=verbose, quiet=quiet, debug=debug)
+
+
+for command in (validate, render, plan, facilities, deploy, status, smoke):
+    main.add_command(command)
