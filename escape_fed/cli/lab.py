@@ -90,7 +90,7 @@ def status(file: Path, output: str) -> None:
     _render_status(runtime.status(_spec(file).state_dir), output)
 
 
-@lab.command(context_settings={"ignore_unknown_options": True})
+@lab.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @_file_option
 @click.argument("host")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
