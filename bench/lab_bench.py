@@ -50,7 +50,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rebuild", action="store_true", help="build a fresh image in a temp dir")
     ap.add_argument("--state-dir", type=Path, default=Path("/var/tmp/escape-fed-bench"))
-    ap.add_argument("--image-cache", type=Path, default=Path("/var/lib/escape-fed/images"))
+    ap.add_argument("--image-cache", type=Path, default=Path("/var/lib/escape-fed/lab/images"))
     ap.add_argument("--idle", type=float, default=10.0, help="seconds idle before measuring")
     args = ap.parse_args()
     figures: dict[str, float] = {}

@@ -7,6 +7,8 @@ from importlib.metadata import version
 import click
 
 from escape_fed.cli.common import EscapeFedGroup, Settings
+from escape_fed.cli.demo import demo
+from escape_fed.cli.lab import lab
 from escape_fed.cli.model_cmds import facilities, plan, render, validate
 from escape_fed.cli.pending import deploy, smoke, status
 from escape_fed.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
@@ -37,5 +39,5 @@ def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
     ctx.obj = Settings(verbose=verbose, quiet=quiet, debug=debug)
 
 
-for command in (validate, render, plan, facilities, deploy, status, smoke):
+for command in (validate, render, plan, facilities, deploy, status, smoke, lab, demo):
     main.add_command(command)

@@ -10,8 +10,6 @@ from escape_fed.lab.spec import LabHost, LabSite, LabSpec
 from escape_fed.model.schema import Backend, Federation
 from escape_fed.model.view import hosts, lab_subnets
 
-PREFIX = "ef"
-
 
 def lab_spec(fed: Federation, state_dir: Path | None = None) -> LabSpec:
     """The lab for every ``backend: lab`` site of ``fed``.
@@ -31,7 +29,7 @@ def lab_spec(fed: Federation, state_dir: Path | None = None) -> LabSpec:
             name=name,
             subnet=str(net),
             gateway=str(net.network_address + 1),
-            bridge=f"{PREFIX}-br{i}",
+            bridge=f"{fed.lab.prefix}-br{i}",
         )
         for i, (name, net) in enumerate(subnets.items(), start=1)
     )
@@ -41,7 +39,7 @@ def lab_spec(fed: Federation, state_dir: Path | None = None) -> LabSpec:
             site=h.site,
             fqdn=h.fqdn,
             address=str(h.address),
-            netns=f"{PREFIX}-{h.name}",
+            netns=f"{fed.lab.prefix}-{h.name}",
         )
         for h in hosts(fed)
         if h.backend is Backend.LAB
@@ -54,5 +52,5 @@ def lab_spec(fed: Federation, state_dir: Path | None = None) -> LabSpec:
         wan_mbit=fed.lab.wan_mbit,
         control_address=str(control.broadcast_address - 1),
         control_subnet=str(control),
-        prefix=PREFIX,
+        prefix=fed.lab.prefix,
     )

@@ -275,6 +275,9 @@ class Lab(Strict):
     state_dir: AbsPath = "/var/lib/escape-fed/lab"
     supernet: Cidr = "10.77.0.0/16"
     wan_mbit: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 100
+    prefix: Annotated[str, Field(pattern=r"^[a-z]{2,4}$")] = Field(
+        default="ef", description="starts the name of every kernel object the lab makes"
+    )
 
 
 class Security(Strict):

@@ -10,8 +10,6 @@ from escape_fed.errors import OperationFailed
 from escape_fed.lab.demo import demo_spec
 from escape_fed.lab.image import SUITE, find_mirror, image_hash
 
-pytestmark = pytest.mark.lab
-
 
 def _apt(tmp_path: Path, sources: dict[str, str], sources_list: str | None = None) -> Path:
     d = tmp_path / "apt"

@@ -1,8 +1,9 @@
 """The lab runtime for real: one lab (2 sites x 2 hosts + a 1-host central site) for the module.
 
 Needs root, systemd-nspawn (systemd-container) and debootstrap; the image is cached under
-/var/lib/escape-fed/images (built on first use, about 75 s). The lab uses its own prefix and
-addresses (``eft``, 10.77.100-103) so it never touches a lab that is already running.
+/var/lib/escape-fed/lab/images, shared with the default lab (built on first use, about 75 s).
+The lab uses its own prefix and addresses (``eft``, 10.77.100-103) so it never touches a lab
+that is already running.
 The tests run in file order: up, reach, isolate, up again, stop/start, down.
 """
 
@@ -40,7 +41,7 @@ from escape_fed.lab.spec import LabSpec
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]
 
 STATE_DIR = Path(os.environ.get("ESCAPE_FED_TEST_LAB", "/var/lib/escape-fed/test-lab"))
-IMAGE_CACHE = Path(os.environ.get("ESCAPE_FED_IMAGE_CACHE", "/var/lib/escape-fed/images"))
+IMAGE_CACHE = Path(os.environ.get("ESCAPE_FED_IMAGE_CACHE", "/var/lib/escape-fed/lab/images"))
 PREFIX = "eft"
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,68 @@
+# escape-fed: every setup step a fresh Debian/Ubuntu machine needs, then the job.
+#   make demo   the main job: the lab federation up on this machine (root)
+#   make test   the whole test suite: lint, types, unit, lab (root; about 10 minutes)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the lab and the tests need on the control machine.
+DEB_PACKAGES := debootstrap systemd-container iproute2 openssh-client ca-certificates
+PYTEST_ARGS ?=
+
+.PHONY: all deps venv demo test test-fast test-lab lint typecheck bench lab-down clean help
+
+all: help
+
+help:
+	@echo "make demo       bring up the lab federation (root) and show it"
+	@echo "make test       lint + types + every test tier (root for the lab tier)"
+	@echo "make test-fast  lint + types + unit tests only (no root, about a minute)"
+	@echo "make bench      print the benchmarks' figures"
+	@echo "make lab-down   stop the lab and remove everything it made"
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	  | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: installing $$missing needs root" >&2; exit 2; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11 or newer is needed (PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+demo: deps venv
+	$(BIN)/escape-fed demo
+
+lint: venv
+	$(BIN)/ruff check escape_fed tests bench
+	$(BIN)/ruff format --check escape_fed tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+test-fast: lint typecheck
+	$(BIN)/pytest -m "not lab" $(PYTEST_ARGS)
+
+test-lab: deps venv
+	$(BIN)/pytest -m lab $(PYTEST_ARGS)
+
+test: deps lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: deps venv
+	$(BIN)/python bench/render_bench.py
+	$(BIN)/python bench/lab_bench.py
+
+lab-down: venv
+	$(BIN)/escape-fed lab down
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
