@@ -100,6 +100,9 @@ def _all_vars(fed: Federation) -> dict[str, Any]:
             "token_lifetime_s": fed.iam.token_lifetime_s,
             "groups": {g: v.model_dump() for g, v in fed.iam.groups.items()},
         },
+        # Pools that run jobs: one (global-pool) or one per site (flock); access points flock
+        # to every pool but their own.
+        "escape_fed_pools": _pools(fed),
         "escape_fed_datasets": {d: v.model_dump() for d, v in fed.datasets.items()},
         "escape_fed_security": {
             "encryption": fed.security.encryption,
@@ -111,6 +114,15 @@ def _all_vars(fed: Federation) -> dict[str, Any]:
             h.name: {"fqdn": h.fqdn, "address": h.address} for h in hosts(fed)
         },
     }
+
+
+def _pools(fed: Federation) -> list[dict[str, str]]:
+    seen: dict[str, str] = {}
+    for name in fed.sites:
+        cm = pool_central_manager(fed, name)
+        if cm is not None and hosts_with(fed, Role.EXECUTE, name):
+            seen.setdefault(cm.fqdn, cm.site)
+    return [{"central_manager": fqdn, "site": site} for fqdn, site in seen.items()]
 
 
 def _lab_vars(fed: Federation) -> dict[str, Any]:

@@ -61,7 +61,11 @@ def _lines(value: Any, indent: int, out: list[str]) -> None:
                 out.append(f"{pad}{key}: {_empty_or_scalar(v)}")
     elif isinstance(value, (list, tuple)):
         for item in value:
-            if isinstance(item, (dict, list, tuple)) and item:
+            if isinstance(item, dict) and item:
+                start = len(out)
+                _lines(item, indent + 2, out)
+                out[start] = f"{pad}- {out[start][indent + 2 :]}"  # "- key: value" on one line
+            elif isinstance(item, (list, tuple)) and item:
                 out.append(f"{pad}-")
                 _lines(item, indent + 2, out)
             else:

@@ -13,8 +13,13 @@ from tests.conftest import BROKEN, LAB_FEDERATION, ROOT, SAMPLES
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "escape_fed", *args], capture_output=True,
-                          text=True, cwd=cwd, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "escape_fed", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
 
 
 def test_help_documents_exit_codes_and_commands() -> None:
@@ -22,8 +27,17 @@ def test_help_documents_exit_codes_and_commands() -> None:
     assert proc.returncode == 0
     for text in ("Exit codes", "0  ok", "1  a check", "2  bad input"):
         assert text in proc.stdout
-    for command in ("validate", "render", "plan", "deploy", "status", "facilities", "smoke",
-                    "lab", "demo"):
+    for command in (
+        "validate",
+        "render",
+        "plan",
+        "deploy",
+        "status",
+        "facilities",
+        "smoke",
+        "lab",
+        "demo",
+    ):
         assert f"  {command} " in proc.stdout, command
 
 
@@ -84,8 +98,14 @@ def test_every_command_validates_its_file_first(command: str) -> None:
 def test_facilities_text_and_json() -> None:
     text = run("facilities", str(LAB_FEDERATION))
     assert text.returncode == 0
-    assert text.stdout.splitlines()[0].split()[:6] == ["SITE", "BACKEND", "NODES", "CPUS",
-                                                       "MEMORY_MB", "GPUS"]
+    assert text.stdout.splitlines()[0].split()[:6] == [
+        "SITE",
+        "BACKEND",
+        "NODES",
+        "CPUS",
+        "MEMORY_MB",
+        "GPUS",
+    ]
     data = json.loads(run("facilities", str(SAMPLES[0]), "-o", "json").stdout)
     cnaf = data["sites"]["infn-cnaf"]
     assert (cnaf["nodes"], cnaf["cpus"], cnaf["gpus"]) == (2, 128, 4)
@@ -99,11 +119,15 @@ def test_plan_text_and_json(tmp_path: Path) -> None:
     assert text.returncode == 0, text.stderr
     assert "site site-a" in text.stdout
     assert "+ wn-a1" in text.stdout and "HTCondor startd: 2 cpus, 2048 MB" in text.stdout
-    data = json.loads(run("plan", str(LAB_FEDERATION), "--snapshot", str(snap),
-                          "-o", "json").stdout)
+    data = json.loads(
+        run("plan", str(LAB_FEDERATION), "--snapshot", str(snap), "-o", "json").stdout
+    )
     assert data["counts"]["create"] == len(data["actions"]) > 0
-    only_b = json.loads(run("plan", str(LAB_FEDERATION), "--snapshot", str(snap), "--site",
-                            "site-b", "-o", "json").stdout)
+    only_b = json.loads(
+        run(
+            "plan", str(LAB_FEDERATION), "--snapshot", str(snap), "--site", "site-b", "-o", "json"
+        ).stdout
+    )
     assert {a["site"] for a in only_b["actions"]} == {"site-b"}
     bad = run("plan", str(LAB_FEDERATION), "--snapshot", str(snap), "--site", "site-z")
     assert bad.returncode == 2 and "--site site-z: no such site" in bad.stderr

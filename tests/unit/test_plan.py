@@ -41,8 +41,10 @@ def test_plan_shows_changes_and_removals(tmp_path: Path) -> None:
     save_snapshot(parse_federation(data), snap)
     data["sites"]["site-a"]["hosts"]["wn-a1"]["capacity"]["cpus"] = 4
     del data["sites"]["site-a"]["hosts"]["wn-a2"]
-    data["sites"]["site-b"]["hosts"]["wn-b2"] = {"roles": ["execute"],
-                                                 "capacity": {"cpus": 1, "memory_mb": 512}}
+    data["sites"]["site-b"]["hosts"]["wn-b2"] = {
+        "roles": ["execute"],
+        "capacity": {"cpus": 1, "memory_mb": 512},
+    }
     p = plan(parse_federation(data), load_snapshot(snap))
     by = {(a.host, a.component): a for a in p.actions}
     change = by[("wn-a1", "htcondor-execute")]
@@ -55,8 +57,9 @@ def test_plan_shows_changes_and_removals(tmp_path: Path) -> None:
 def test_flock_access_points_flock_to_pools_that_run_jobs() -> None:
     fed = load_federation(SAMPLES[0])
     ap = desired(fed)["cnaf-ap"]["components"]["htcondor-access-point"]
-    assert ap["flock_to"] == sorted(["desy-cm.desy.escape.example.org",
-                                     "egi-cm.egi-cloud.escape.example.org"])
+    assert ap["flock_to"] == sorted(
+        ["desy-cm.desy.escape.example.org", "egi-cm.egi-cloud.escape.example.org"]
+    )
     cm = desired(fed)["cnaf-cm"]["components"]["htcondor-central-manager"]
     assert cm["view_host"] == "collector.escape.example.org"  # one view of every pool
 

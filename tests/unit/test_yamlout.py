@@ -69,5 +69,5 @@ def test_round_trip(data: dict[str, Any]) -> None:
 
 
 def test_block_style_is_readable() -> None:
-    text = yamlout.dump({"a": {"b": [1, "two", {"c": None}]}, "d": [], "e": {}})
-    assert text == "a:\n  b:\n  - 1\n  - two\n  -\n    c: null\nd: []\ne: {}\n"
+    text = yamlout.dump({"a": {"b": [1, "two", {"c": None, "e": 1}]}, "d": [], "e": {}})
+    assert text == "a:\n  b:\n  - 1\n  - two\n  - c: null\n    e: 1\nd: []\ne: {}\n"
