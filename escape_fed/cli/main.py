@@ -8,9 +8,10 @@ import click
 
 from escape_fed.cli.common import EscapeFedGroup, Settings
 from escape_fed.cli.demo import demo
+from escape_fed.cli.deploy import deploy
 from escape_fed.cli.lab import lab
 from escape_fed.cli.model_cmds import facilities, plan, render, validate
-from escape_fed.cli.pending import deploy, smoke, status
+from escape_fed.cli.operate import smoke, status
 from escape_fed.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 HELP = f"""Stand up islands of compute next to data-lake storage and join them into one

@@ -193,13 +193,16 @@ def load_snapshot(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def save_snapshot(fed: Federation, path: Path) -> None:
-    """Record what was applied (called by a successful deploy)."""
+    """Record that the whole model was applied."""
+    write_snapshot(fed.federation.name, desired(fed), path)
+
+
+def write_snapshot(federation: str, hosts_: dict[str, dict[str, Any]], path: Path) -> None:
+    """Write a snapshot atomically (called by a successful deploy)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(
-        json.dumps(
-            {"federation": fed.federation.name, "hosts": desired(fed)}, indent=1, sort_keys=True
-        ),
+        json.dumps({"federation": federation, "hosts": hosts_}, indent=1, sort_keys=True),
         encoding="utf-8",
     )
     tmp.replace(path)

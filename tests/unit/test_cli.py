@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import BROKEN, LAB_FEDERATION, ROOT, SAMPLES
 
@@ -80,12 +81,31 @@ def test_render_bad_input_changes_nothing(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command", ["deploy", "status", "smoke"])
-def test_commands_not_built_yet_say_so_and_fail(command: str) -> None:
-    proc = run(command, str(LAB_FEDERATION))
+def test_deploy_of_a_cloud_site_says_it_is_not_built_and_changes_nothing(tmp_path: Path) -> None:
+    proc = run("deploy", str(SAMPLES[0]), "--site", "egi-cloud")
     assert proc.returncode == 1
-    assert "not built yet" in proc.stderr
+    assert "egi-cloud" in proc.stderr and "cannot be deployed yet" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_deploy_of_an_unknown_site_is_bad_input() -> None:
+    proc = run("deploy", str(LAB_FEDERATION), "--site", "site-z")
+    assert proc.returncode == 2 and "--site site-z: no such site" in proc.stderr
+
+
+def test_status_without_tokens_fails_clearly(tmp_path: Path) -> None:
+    data = yaml.safe_load(LAB_FEDERATION.read_text())
+    data["security"] = {"secrets_dir": str(tmp_path / "secrets")}
+    path = tmp_path / "fed.yaml"
+    path.write_text(yaml.safe_dump(data))
+    proc = run("status", str(path))
+    assert proc.returncode == 1
+    assert "no token to read the pool" in proc.stderr and "deploy the federation" in proc.stderr
+
+
+def test_smoke_refuses_an_unknown_access_point() -> None:
+    proc = run("smoke", str(LAB_FEDERATION), "--access-point", "wn-a1")
+    assert proc.returncode == 2 and "not an access point" in proc.stderr
 
 
 @pytest.mark.parametrize("command", ["deploy", "status", "smoke", "plan", "facilities"])

@@ -1,0 +1,63 @@
+"""``escape-fed deploy``: provision and configure a federation (or one site)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from escape_fed.cli.common import emit_json, federation_argument, info, load, settings, table
+from escape_fed.errors import OperationFailed
+from escape_fed.ops.deploy import deploy as run_deploy
+
+
+@click.command()
+@federation_argument
+@click.option("--site", help="deploy only this site (its hosts and what they need)")
+@click.option("--check", is_flag=True, help="Ansible check mode: report what would change")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="format of the summary on stdout",
+)
+def deploy(file: Path, site: str | None, check: bool, output: str) -> None:
+    """Provision the hosts of FILE and configure them with the roles; exit 1 on failure.
+
+    Lab sites are booted first (a no-op when up). A successful run records what was applied,
+    so 'escape-fed plan' shows the difference next time.
+    """
+    fed = load(file)
+    result = run_deploy(
+        fed, file.name, info, site=site, check=check, verbose=settings().verbose > 0
+    )
+    pb = result.playbook
+    if output == "json":
+        emit_json(
+            {
+                "ok": pb.ok,
+                "check": check,
+                "seconds": round(pb.seconds, 1),
+                "changed": pb.changed,
+                "hosts": {h: s.__dict__ for h, s in sorted(pb.hosts.items())},
+                "errors": pb.errors,
+                "log": str(pb.log),
+                "inventory": str(result.inventory),
+            }
+        )
+    else:
+        rows = [
+            (h, s.ok, s.changed, s.failures, s.unreachable) for h, s in sorted(pb.hosts.items())
+        ]
+        click.echo(table(rows, ["HOST", "OK", "CHANGED", "FAILED", "UNREACHABLE"]))
+        verb = "would change" if check else "changed"
+        info(
+            f"deploy {'(check) ' if check else ''}{'ok' if pb.ok else 'FAILED'}: "
+            f"{len(pb.hosts)} hosts, {pb.changed} tasks {verb}, {pb.seconds:.1f} s; "
+            f"log: {pb.log}"
+        )
+    if not pb.ok:
+        failed = sorted({str(e["host"]) for e in pb.errors}) or ["(see the log)"]
+        raise OperationFailed(f"deploy failed on {', '.join(failed)}; log: {pb.log}")

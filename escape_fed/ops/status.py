@@ -1,0 +1,118 @@
+"""status: the federated pool seen through its collector, against what the model declares."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from escape_fed.backends.condor import PoolAds, query_pool
+from escape_fed.errors import OperationFailed
+from escape_fed.model.schema import Federation, Role
+from escape_fed.model.view import federation_central_manager, hosts, hosts_with, site_capacity
+from escape_fed.ops.deploy import secrets_dir
+
+
+def collector_address(fed: Federation) -> str:
+    """Where the control machine reaches the federation's collector."""
+    cm = federation_central_manager(fed)
+    if cm is None:  # the model guarantees one
+        raise OperationFailed("the federation has no central manager")
+    return f"{cm.address or cm.fqdn}:9618"
+
+
+def summarize(fed: Federation, ads: PoolAds) -> dict[str, Any]:
+    """The JSON shape of ``status``: pool facts and per-site counts."""
+    by_fqdn = {h.fqdn: h for h in hosts(fed)}
+    sites: dict[str, Any] = {}
+    for name in fed.sites:
+        declared = [h.fqdn for h in hosts_with(fed, Role.EXECUTE, name)]
+        if not declared and not hosts_with(fed, Role.ACCESS_POINT, name):
+            continue
+        sites[name] = {
+            "nodes": 0,
+            "slots": 0,
+            "cpus": 0,
+            "memory_mb": 0,
+            "gpus": 0,
+            "busy": 0,
+            "busy_cpus": 0,
+            "declared": site_capacity(fed, name),
+            "missing": sorted(declared),
+            "jobs_running": 0,
+            "jobs_idle": 0,
+            "jobs_held": 0,
+            "access_points": {},
+        }
+    seen: set[str] = set()
+    for ad in ads.startds:
+        site = str(ad.get("ESCAPE_SITE") or "")
+        if site not in sites:
+            host = by_fqdn.get(str(ad.get("Machine", "")))
+            site = host.site if host else "unknown"
+            sites.setdefault(
+                site,
+                {
+                    "nodes": 0,
+                    "slots": 0,
+                    "cpus": 0,
+                    "memory_mb": 0,
+                    "gpus": 0,
+                    "busy": 0,
+                    "busy_cpus": 0,
+                    "missing": [],
+                },
+            )
+        s = sites[site]
+        s["slots"] += 1
+        machine = str(ad.get("Machine", ""))
+        if ad.get("SlotType") != "Dynamic":  # partitionable or static: the node's capacity
+            if machine not in seen:
+                seen.add(machine)
+                s["nodes"] += 1
+                if machine in s.get("missing", []):
+                    s["missing"].remove(machine)
+            s["cpus"] += int(ad.get("TotalSlotCpus") or ad.get("Cpus") or 0)
+            s["memory_mb"] += int(ad.get("TotalSlotMemory") or ad.get("Memory") or 0)
+            s["gpus"] += int(ad.get("TotalSlotGPUs") or ad.get("GPUs") or 0)
+        if ad.get("State") == "Claimed":
+            s["busy"] += 1
+            s["busy_cpus"] += int(ad.get("Cpus") or 0)
+    for ad in ads.schedds:
+        host = by_fqdn.get(str(ad.get("Machine", "")))
+        site = host.site if host else "unknown"
+        s = sites.setdefault(site, {"missing": []})
+        counts = {
+            "running": int(ad.get("TotalRunningJobs") or 0),
+            "idle": int(ad.get("TotalIdleJobs") or 0),
+            "held": int(ad.get("TotalHeldJobs") or 0),
+        }
+        s.setdefault("access_points", {})[str(ad.get("Name"))] = counts
+        for key, value in counts.items():
+            s[f"jobs_{key}"] = s.get(f"jobs_{key}", 0) + value
+    return {
+        "pool": {
+            "federation": fed.federation.name,
+            "mode": fed.federation.mode.value,
+            "collector": ads.collector,
+            "collectors": sorted(str(c.get("Machine") or c.get("Name")) for c in ads.collectors),
+            "nodes": sum(s.get("nodes", 0) for s in sites.values()),
+            "slots": len(ads.startds),
+            "schedds": len(ads.schedds),
+        },
+        "sites": sites,
+    }
+
+
+def status(fed: Federation, wait: float = 0.0, progress: Any = None) -> dict[str, Any]:
+    """Query the federation's collector; with ``wait``, until every declared node shows up."""
+    deadline = time.monotonic() + wait
+    token_dir = Path(secrets_dir(fed)) / "tokens.d"
+    while True:
+        result = summarize(fed, query_pool(collector_address(fed), token_dir))
+        missing = [m for s in result["sites"].values() for m in s.get("missing", [])]
+        if not missing or time.monotonic() >= deadline:
+            return result
+        if progress:
+            progress(f"status: waiting for {len(missing)} execute nodes to join the pool")
+        time.sleep(3)
