@@ -15,51 +15,77 @@ from escape_fed.ops.demo import demo as run_demo
 @federation_argument
 @output_option
 def demo(file: Path, output: str) -> None:
-    """Bring up the lab federation of FILE and show it (needs root).
+    """Bring up the lab federation of FILE, deploy it and prove it works (needs root).
 
-    Boots every lab host, renders the Ansible inventory and reaches each host with Ansible
-    over SSH, host keys checked. The lab stays up: 'escape-fed lab down' stops it.
+    Boots every lab host, reaches each with Ansible (host keys checked), deploys the HTCondor
+    federation, waits for every execute node to join, runs a smoke job pinned to every site and
+    shows the pool. The lab stays up: 'escape-fed lab down' stops it.
     """
     result = run_demo(load(file), file.name, info)
+    pb = result.deployed.playbook if result.deployed else None
     if output == "json":
         emit_json(
             {
                 "ok": result.ok,
-                "inventory": str(result.inventory / "hosts.yml"),
                 "reachable": {r.host: r.ok for r in result.reachable},
+                "deploy": {"ok": pb.ok, "seconds": round(pb.seconds, 1), "changed": pb.changed}
+                if pb
+                else None,
+                "status": result.status,
+                "smoke": [s.as_dict() for s in result.smoke],
                 "lab": result.lab,
-                "facilities": result.facilities,
             }
         )
     else:
-        by_host = {r.host: r for r in result.reachable}
-        rows = [
-            (
-                h["host"],
-                h["site"],
-                h["address"],
-                h["state"],
-                h["memory_mib"],
-                by_host[str(h["host"])].message if str(h["host"]) in by_host else "-",
+        if result.status:
+            pool = result.status["pool"]
+            click.echo(
+                f"pool {pool['federation']} ({pool['mode']}): {pool['nodes']} execute "
+                f"nodes, {pool['slots']} slots, {pool['schedds']} access points"
             )
-            for h in result.lab
-        ]
-        click.echo(table(rows, ["HOST", "SITE", "ADDRESS", "STATE", "MEMORY_MIB", "ANSIBLE"]))
-        click.echo("")
-        fac = result.facilities["sites"]
-        click.echo(
-            table(
-                [
-                    (n, s["nodes"], s["cpus"], s["memory_mb"], s["gpus"], s["rse"], s["cache"])
-                    for n, s in fac.items()
-                ],
-                ["SITE", "NODES", "CPUS", "MEMORY_MB", "GPUS", "RSE", "CACHE"],
+            click.echo(
+                table(
+                    [
+                        (
+                            n,
+                            s.get("nodes", 0),
+                            s.get("cpus", 0),
+                            s.get("memory_mb", 0),
+                            s.get("gpus", 0),
+                        )
+                        for n, s in result.status["sites"].items()
+                    ],
+                    ["SITE", "NODES", "CPUS", "MEMORY_MB", "GPUS"],
+                )
             )
-        )
+            click.echo("")
+        if result.smoke:
+            click.echo(
+                table(
+                    [
+                        (
+                            s.site,
+                            s.access_point,
+                            s.ran_on,
+                            s.submit_to_start_s,
+                            "ok" if s.ok else "FAILED",
+                            s.message,
+                        )
+                        for s in result.smoke
+                    ],
+                    ["SITE", "SUBMITTED_AT", "RAN_ON", "START_S", "SMOKE", "MESSAGE"],
+                )
+            )
         info(
-            f"inventory: {result.inventory / 'hosts.yml'}; the lab stays up: "
-            "'escape-fed lab ssh HOST' to log in, 'escape-fed lab down' to stop it"
+            "the lab stays up: 'escape-fed lab ssh ap-a' to log in and submit, "
+            "'escape-fed status' to watch, 'escape-fed lab down' to stop it"
         )
     if not result.ok:
-        failed = [r.host for r in result.reachable if not r.ok] or ["(no host answered)"]
-        raise OperationFailed(f"demo: not every host was reachable: {', '.join(failed)}")
+        if result.reachable and not all(r.ok for r in result.reachable):
+            bad = [r.host for r in result.reachable if not r.ok]
+            raise OperationFailed(f"demo: hosts not reachable: {', '.join(bad)}")
+        if pb is not None and not pb.ok:
+            raise OperationFailed(f"demo: deploy failed; log: {pb.log}")
+        raise OperationFailed(
+            "demo: the smoke test failed at " + ", ".join(s.site for s in result.smoke if not s.ok)
+        )

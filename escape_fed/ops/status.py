@@ -70,6 +70,7 @@ def summarize(fed: Federation, ads: PoolAds) -> dict[str, Any]:
             if machine not in seen:
                 seen.add(machine)
                 s["nodes"] += 1
+                s.setdefault("machines", []).append(machine)
                 if machine in s.get("missing", []):
                     s["missing"].remove(machine)
             s["cpus"] += int(ad.get("TotalSlotCpus") or ad.get("Cpus") or 0)

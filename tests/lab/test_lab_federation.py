@@ -1,57 +1,36 @@
-"""The README's main command on the lab federation itself, through the CLI, for real.
+"""The README's main command (demo) on the lab federation itself, through the CLI, for real.
 
-The federation file is the lab's own (inventories/lab/federation.yaml) with only its lab
-settings moved aside (state dir, kernel-object prefix, supernet), so a developer's running lab
-is never touched. Needs root; the image is shared with the default lab.
+The federation file is the lab's own (inventories/lab/federation.yaml) with its state moved
+aside (tests/labfed.py), so a developer's running lab is never touched. Needs root.
+demo = lab up, Ansible reaches every host, deploy, every node joins, a smoke job per site.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from escape_fed.lab import lab_leftovers
 from escape_fed.model import load_federation
 from escape_fed.model.view import hosts
 from tests.conftest import LAB_FEDERATION
+from tests.labfed import cli, lab_copy
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 
-STATE_DIR = Path("/var/lib/escape-fed/test-federation")
 PREFIX = "efe"
-
-
-def cli(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **({"HOME": str(home)} if home else {})}
-    return subprocess.run(
-        [sys.executable, "-m", "escape_fed", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+STATE_DIR = Path("/var/lib/escape-fed/test-demo/lab")
 
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("the lab tier needs root")
-    data = yaml.safe_load(LAB_FEDERATION.read_text())
-    data["lab"].update({"state_dir": str(STATE_DIR), "prefix": PREFIX, "supernet": "10.78.0.0/16"})
-    path = tmp_path_factory.mktemp("fed") / "federation.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    images = Path("/var/lib/escape-fed/lab/images")
-    (STATE_DIR / "images").parent.mkdir(parents=True, exist_ok=True)
-    if images.is_dir() and not (STATE_DIR / "images").exists():
-        (STATE_DIR / "images").symlink_to(images)  # share the default lab's cached image
+    path = lab_copy(LAB_FEDERATION, "demo", PREFIX, "10.78.0.0/16", tmp_path_factory.mktemp("fed"))
     cli("lab", "down", str(path))  # leftovers of a killed earlier run
     yield path
     cli("lab", "down", str(path))

@@ -18,17 +18,18 @@ def _fields(model: type[BaseModel]) -> set[str]:
         names.add(name)
         inner = _strip(field.annotation)
         for candidate in (inner, *typing.get_args(inner)):
-            candidate = _strip(candidate)
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                names |= _fields(candidate)
+            model_type = _strip(candidate)
+            if isinstance(model_type, type) and issubclass(model_type, BaseModel):
+                names |= _fields(model_type)
     return names
 
 
 def test_reference_names_every_field() -> None:
     doc = (ROOT / "docs" / "federation.md").read_text()
     documented = set(re.findall(r"`([a-z_]+)`", doc))
-    documented |= {part for dotted in re.findall(r"`([a-z_.]+)`", doc) for part in
-                   dotted.split(".")}
+    documented |= {
+        part for dotted in re.findall(r"`([a-z_.]+)`", doc) for part in dotted.split(".")
+    }
     missing = sorted(_fields(Federation) - documented)
     assert not missing, f"docs/federation.md does not document: {missing}"
 

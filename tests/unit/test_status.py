@@ -14,9 +14,18 @@ from tests.conftest import LAB_FEDERATION
 
 
 def pslot(machine: str, site: str, cpus: int, mem: int) -> dict[str, object]:
-    return {"Name": f"slot1@{machine}", "Machine": machine, "SlotType": "Partitionable",
-            "State": "Unclaimed", "Cpus": cpus, "Memory": mem, "TotalSlotCpus": cpus,
-            "TotalSlotMemory": mem, "TotalSlotGPUs": 0, "ESCAPE_SITE": site}
+    return {
+        "Name": f"slot1@{machine}",
+        "Machine": machine,
+        "SlotType": "Partitionable",
+        "State": "Unclaimed",
+        "Cpus": cpus,
+        "Memory": mem,
+        "TotalSlotCpus": cpus,
+        "TotalSlotMemory": mem,
+        "TotalSlotGPUs": 0,
+        "ESCAPE_SITE": site,
+    }
 
 
 def test_summary_counts_nodes_slots_and_busy_per_site() -> None:
@@ -25,21 +34,33 @@ def test_summary_counts_nodes_slots_and_busy_per_site() -> None:
         collector="10.77.1.10:9618",
         startds=[
             pslot("wn-a1.site-a.escape.lab", "site-a", 1, 1024),  # one core claimed below
-            {"Name": "slot1_1@wn-a1.site-a.escape.lab", "Machine": "wn-a1.site-a.escape.lab",
-             "SlotType": "Dynamic", "State": "Claimed", "Cpus": 1, "Memory": 64,
-             "ESCAPE_SITE": "site-a"},
+            {
+                "Name": "slot1_1@wn-a1.site-a.escape.lab",
+                "Machine": "wn-a1.site-a.escape.lab",
+                "SlotType": "Dynamic",
+                "State": "Claimed",
+                "Cpus": 1,
+                "Memory": 64,
+                "ESCAPE_SITE": "site-a",
+            },
             pslot("wn-a2.site-a.escape.lab", "site-a", 1, 1024),
         ],
-        schedds=[{"Name": "ap-a.site-a.escape.lab", "Machine": "ap-a.site-a.escape.lab",
-                  "TotalRunningJobs": 1, "TotalIdleJobs": 2, "TotalHeldJobs": 0}],
+        schedds=[
+            {
+                "Name": "ap-a.site-a.escape.lab",
+                "Machine": "ap-a.site-a.escape.lab",
+                "TotalRunningJobs": 1,
+                "TotalIdleJobs": 2,
+                "TotalHeldJobs": 0,
+            }
+        ],
         collectors=[{"Machine": "cm.central.escape.lab"}],
     )
     data = summarize(fed, ads)
     a, b = data["sites"]["site-a"], data["sites"]["site-b"]
     assert (a["nodes"], a["slots"], a["cpus"], a["memory_mb"], a["busy"]) == (2, 3, 2, 2048, 1)
     assert a["missing"] == [] and a["jobs_running"] == 1 and a["jobs_idle"] == 2
-    assert a["access_points"] == {"ap-a.site-a.escape.lab": {"running": 1, "idle": 2,
-                                                             "held": 0}}
+    assert a["access_points"] == {"ap-a.site-a.escape.lab": {"running": 1, "idle": 2, "held": 0}}
     assert b["nodes"] == 0 and b["missing"] == ["wn-b1.site-b.escape.lab"]
     assert data["pool"]["nodes"] == 2 and data["pool"]["slots"] == 3
     assert "central" not in data["sites"]  # no execute nodes, no access point

@@ -1,0 +1,160 @@
+"""The federation for real, in both modes: deploy, pool, cross-site jobs, trust, redeploy.
+
+Each mode gets its own isolated copy of the lab federation (tests/labfed.py): booted, deployed
+once, checked, taken down. Everything goes through the CLI a user runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from escape_fed.model import load_federation
+from escape_fed.model.view import hosts, pool_central_manager
+from tests.conftest import ROOT
+from tests.labfed import cli, lab_copy
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1500)]
+
+MODES = {
+    "global-pool": (ROOT / "inventories/lab/federation.yaml", "efg", "10.81.0.0/16"),
+    "flock": (ROOT / "inventories/lab/federation-flock.yaml", "efl", "10.82.0.0/16"),
+}
+
+
+@pytest.fixture(scope="module", params=list(MODES))
+def fed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A deployed federation of one mode; taken down afterwards even on failure."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab tier needs root")
+    source, prefix, supernet = MODES[request.param]
+    path = lab_copy(source, f"e2e-{prefix}", prefix, supernet, tmp_path_factory.mktemp("fed"))
+    cli("lab", "down", str(path))
+    try:
+        proc = cli("deploy", str(path), "--output", "json")
+        assert proc.returncode == 0, f"first deploy failed:\n{proc.stderr[-3000:]}"
+        first = json.loads(proc.stdout)
+        assert first["ok"] and first["changed"] > 0
+        yield path
+    finally:
+        cli("lab", "down", str(path))
+
+
+def status(path: Path, wait: int = 90) -> dict[str, Any]:
+    proc = cli("status", str(path), "--wait", str(wait), "--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def test_status_counts_every_sites_slots(fed: Path) -> None:
+    data = status(fed)
+    a, b = data["sites"]["site-a"], data["sites"]["site-b"]
+    assert a["missing"] == [] and b["missing"] == []
+    assert (a["nodes"], a["cpus"], a["memory_mb"], a["gpus"]) == (2, 3, 3072, 0)
+    assert (b["nodes"], b["cpus"], b["memory_mb"], b["gpus"]) == (1, 2, 2048, 0)
+    assert a["slots"] >= 2 and b["slots"] >= 1
+    assert data["pool"]["nodes"] == 3
+    assert data["pool"]["schedds"] == 2
+
+
+def test_a_job_from_site_a_runs_at_site_b_when_it_asks_for_it(fed: Path) -> None:
+    proc = cli("smoke", str(fed), "--access-point", "ap-a", "--site", "site-b", "-o", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [result] = json.loads(proc.stdout)
+    assert result["access_point"] == "ap-a"
+    assert result["ran_on"] == "wn-b1.site-b.escape.lab"
+    assert result["exit_code"] == 0
+    assert result["cache"] == "root://cache-b.site-b.escape.lab:1094"  # the job knows its cache
+
+
+def test_smoke_passes_at_every_site(fed: Path) -> None:
+    proc = cli("smoke", str(fed), "-o", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(proc.stdout)
+    assert {r["site"] for r in results} == {"site-a", "site-b"}
+    for r in results:
+        assert r["ok"] and r["ran_on"].endswith(f".{r['site']}.escape.lab")
+
+
+def test_a_second_deploy_changes_nothing(fed: Path) -> None:
+    proc = cli("deploy", str(fed), "--output", "json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads(proc.stdout)
+    assert again["changed"] == 0, [h for h, s in again["hosts"].items() if s["changed"]]
+    plan = json.loads(cli("plan", str(fed), "-o", "json").stdout)
+    assert plan["counts"]["create"] == plan["counts"]["change"] == 0
+
+
+ROGUE_CONFIG = """\
+CONDOR_HOST = {cm}
+use ROLE: Execute
+TRUST_DOMAIN = {trust}
+SEC_DEFAULT_AUTHENTICATION = REQUIRED
+SEC_DEFAULT_AUTHENTICATION_METHODS = IDTOKENS
+SEC_DEFAULT_ENCRYPTION = REQUIRED
+SEC_DEFAULT_INTEGRITY = REQUIRED
+ALLOW_ADMINISTRATOR = condor@$(TRUST_DOMAIN)
+NUM_CPUS = 1
+ESCAPE_SITE = "site-a"
+STARTD_ATTRS = $(STARTD_ATTRS) ESCAPE_SITE
+"""
+
+
+def _rogue(fed: Path, host: str, token: str) -> str:
+    """Make lab host HOST (not in the pool) an execute node holding TOKEN; start it."""
+    model = load_federation(fed)
+    cm = pool_central_manager(model, "site-a")
+    assert cm is not None
+    trust = cli("lab", "ssh", "-f", str(fed), "wn-a1", "--", "condor_config_val TRUST_DOMAIN")
+    assert trust.returncode == 0 and trust.stdout.strip(), trust.stderr
+    domain = trust.stdout.strip()
+    forge = {
+        # A signing key of its own, and with it a token for a privileged identity.
+        "forged": (
+            "condor_store_cred add -c -p rogue-$RANDOM$RANDOM -f /etc/condor/passwords.d/ROGUE"
+            f" >/dev/null && condor_token_create -identity condor@{domain} -key ROGUE"
+            " > /etc/condor/tokens.d/rogue && rm /etc/condor/passwords.d/ROGUE"
+        ),
+        "missing": "true",
+    }[token]
+    config = ROGUE_CONFIG.format(cm=cm.fqdn, trust=domain)
+    script = "\n".join(
+        [
+            "set -e",
+            "mkdir -p /etc/condor/passwords.d /etc/condor/tokens.d",
+            "chmod 700 /etc/condor/passwords.d /etc/condor/tokens.d",
+            "rm -f /etc/condor/tokens.d/*",
+            f"printf '%s' '{config}' > /etc/condor/config.d/99-rogue.conf",
+            forge,
+            "systemctl restart condor",
+        ]
+    )
+    proc = cli("lab", "ssh", "-f", str(fed), host, "--", script)
+    assert proc.returncode == 0, proc.stderr
+    return next(h.fqdn for h in hosts(model) if h.name == host)
+
+
+def _machines(fed: Path) -> set[str]:
+    data = status(fed, wait=0)
+    return {m for s in data["sites"].values() for m in s.get("machines", [])}
+
+
+@pytest.mark.parametrize(("host", "token"), [("origin-a", "forged"), ("origin-b", "missing")])
+def test_a_host_with_a_forged_or_missing_token_cannot_join(
+    fed: Path, host: str, token: str
+) -> None:
+    fqdn = _rogue(fed, host, token)
+    active = cli("lab", "ssh", "-f", str(fed), host, "--", "systemctl is-active condor")
+    assert active.stdout.strip() == "active"  # it runs and keeps trying to advertise
+    assert _machines(fed), "the pool's own execute nodes must be visible"
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline:
+        assert fqdn not in _machines(fed), f"{host} joined the pool with a {token} token"
+        time.sleep(5)
