@@ -60,6 +60,7 @@ test: deps lint typecheck
 bench: deps venv
 	$(BIN)/python bench/render_bench.py
 	$(BIN)/python bench/lab_bench.py
+	$(BIN)/python bench/deploy_bench.py
 
 lab-down: venv
 	$(BIN)/escape-fed lab down
