@@ -12,6 +12,7 @@ from escape_fed.cli.deploy import deploy
 from escape_fed.cli.lab import lab
 from escape_fed.cli.model_cmds import facilities, plan, render, validate
 from escape_fed.cli.operate import smoke, status
+from escape_fed.cli.submit import submit
 from escape_fed.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 HELP = f"""Stand up islands of compute next to data-lake storage and join them into one
@@ -40,5 +41,5 @@ def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
     ctx.obj = Settings(verbose=verbose, quiet=quiet, debug=debug)
 
 
-for command in (validate, render, plan, facilities, deploy, status, smoke, lab, demo):
+for command in (validate, render, plan, facilities, deploy, status, smoke, submit, lab, demo):
     main.add_command(command)
