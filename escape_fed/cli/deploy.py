@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from escape_fed.cli.common import emit_json, federation_argument, info, load, settings, table
+from escape_fed.cli.common import (
+    emit_json,
+    federation_argument,
+    info,
+    load,
+    output_option,
+    settings,
+    table,
+)
 from escape_fed.errors import OperationFailed
 from escape_fed.ops.deploy import deploy as run_deploy
 
@@ -15,14 +23,7 @@ from escape_fed.ops.deploy import deploy as run_deploy
 @federation_argument
 @click.option("--site", help="deploy only this site (its hosts and what they need)")
 @click.option("--check", is_flag=True, help="Ansible check mode: report what would change")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="format of the summary on stdout",
-)
+@output_option
 def deploy(file: Path, site: str | None, check: bool, output: str) -> None:
     """Provision the hosts of FILE and configure them with the roles; exit 1 on failure.
 

@@ -174,18 +174,13 @@ def _data(fed: Federation) -> Iterator[Problem]:
     rses: dict[str, str] = {}
     for sname, site in fed.sites.items():
         roles = {r for h in site.hosts.values() for r in h.roles}
-        if Role.CACHE in roles and site.storage is None:
-            yield Problem(
-                f"sites.{sname}.storage",
-                "the site has a cache host but no storage: "
-                "expected storage with rse, origin and paths",
-            )
-        if Role.ORIGIN in roles and site.storage is None:
-            yield Problem(
-                f"sites.{sname}.storage",
-                "the site has an origin host but no storage: "
-                "expected storage with rse, origin and paths",
-            )
+        for role in (Role.CACHE, Role.ORIGIN):
+            if role in roles and site.storage is None:
+                yield Problem(
+                    f"sites.{sname}.storage",
+                    f"the site has {'a' if role is Role.CACHE else 'an'} {role.value} host but "
+                    "no storage: expected storage with rse, origin and paths",
+                )
         if site.cache is not None and Role.CACHE not in roles:
             yield Problem(
                 f"sites.{sname}.cache",

@@ -21,6 +21,25 @@ def collector_address(fed: Federation) -> str:
     return f"{cm.address or cm.fqdn}:9618"
 
 
+def _site_record(missing: list[str]) -> dict[str, Any]:
+    """A site's counts before any ad is seen; ``missing`` starts as every declared node."""
+    return {
+        "nodes": 0,
+        "slots": 0,
+        "cpus": 0,
+        "memory_mb": 0,
+        "gpus": 0,
+        "busy": 0,
+        "busy_cpus": 0,
+        "missing": missing,
+        "machines": [],
+        "jobs_running": 0,
+        "jobs_idle": 0,
+        "jobs_held": 0,
+        "access_points": {},
+    }
+
+
 def summarize(fed: Federation, ads: PoolAds) -> dict[str, Any]:
     """The JSON shape of ``status``: pool facts and per-site counts."""
     by_fqdn = {h.fqdn: h for h in hosts(fed)}
@@ -29,40 +48,15 @@ def summarize(fed: Federation, ads: PoolAds) -> dict[str, Any]:
         declared = [h.fqdn for h in hosts_with(fed, Role.EXECUTE, name)]
         if not declared and not hosts_with(fed, Role.ACCESS_POINT, name):
             continue
-        sites[name] = {
-            "nodes": 0,
-            "slots": 0,
-            "cpus": 0,
-            "memory_mb": 0,
-            "gpus": 0,
-            "busy": 0,
-            "busy_cpus": 0,
-            "declared": site_capacity(fed, name),
-            "missing": sorted(declared),
-            "jobs_running": 0,
-            "jobs_idle": 0,
-            "jobs_held": 0,
-            "access_points": {},
-        }
+        sites[name] = _site_record(sorted(declared))
+        sites[name]["declared"] = site_capacity(fed, name)
     seen: set[str] = set()
     for ad in ads.startds:
         site = str(ad.get("ESCAPE_SITE") or "")
         if site not in sites:
             host = by_fqdn.get(str(ad.get("Machine", "")))
             site = host.site if host else "unknown"
-            sites.setdefault(
-                site,
-                {
-                    "nodes": 0,
-                    "slots": 0,
-                    "cpus": 0,
-                    "memory_mb": 0,
-                    "gpus": 0,
-                    "busy": 0,
-                    "busy_cpus": 0,
-                    "missing": [],
-                },
-            )
+            sites.setdefault(site, _site_record([]))
         s = sites[site]
         s["slots"] += 1
         machine = str(ad.get("Machine", ""))
@@ -70,7 +64,7 @@ def summarize(fed: Federation, ads: PoolAds) -> dict[str, Any]:
             if machine not in seen:
                 seen.add(machine)
                 s["nodes"] += 1
-                s.setdefault("machines", []).append(machine)
+                s["machines"].append(machine)
                 if machine in s.get("missing", []):
                     s["missing"].remove(machine)
             s["cpus"] += int(ad.get("TotalSlotCpus") or ad.get("Cpus") or 0)
@@ -82,15 +76,15 @@ def summarize(fed: Federation, ads: PoolAds) -> dict[str, Any]:
     for ad in ads.schedds:
         host = by_fqdn.get(str(ad.get("Machine", "")))
         site = host.site if host else "unknown"
-        s = sites.setdefault(site, {"missing": []})
+        s = sites.setdefault(site, _site_record([]))
         counts = {
             "running": int(ad.get("TotalRunningJobs") or 0),
             "idle": int(ad.get("TotalIdleJobs") or 0),
             "held": int(ad.get("TotalHeldJobs") or 0),
         }
-        s.setdefault("access_points", {})[str(ad.get("Name"))] = counts
+        s["access_points"][str(ad.get("Name"))] = counts
         for key, value in counts.items():
-            s[f"jobs_{key}"] = s.get(f"jobs_{key}", 0) + value
+            s[f"jobs_{key}"] += value
     return {
         "pool": {
             "federation": fed.federation.name,

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import BROKEN, LAB_FEDERATION, ROOT, SAMPLES
+from tests.conftest import BROKEN, LAB_FEDERATION, SAMPLES
+from tests.labfed import cli
 
 
-def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "escape_fed", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        check=False,
-    )
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return cli(*args, timeout=120)
 
 
 def test_help_documents_exit_codes_and_commands() -> None:
