@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -224,7 +225,7 @@ def _wait_ssh(state_dir: Path, hosts: list[LabHost], timeout: float) -> None:
             time.sleep(0.2)
         return (
             f"host {h.name} ({h.address}) did not answer SSH within {timeout:.0f} s ({last}); "
-            f"see its console: {H.console_log(state_dir, h.name)}"
+            f"see its console: {failed_console_log(state_dir, h.name)}"
         )
 
     if not hosts:
@@ -236,6 +237,41 @@ def _wait_ssh(state_dir: Path, hosts: list[LabHost], timeout: float) -> None:
 
 
 # --------------------------------------------------------------------------- up
+
+
+# Every guest's systemd takes several inotify instances; Linux's default of 128 per user is
+# used up by about two labs, and a host past it never starts sshd. The lab raises the limits.
+INOTIFY_LIMITS = {"max_user_instances": 8192, "max_user_watches": 1048576}
+
+
+def raise_inotify_limits(say: Progress) -> None:
+    """Raise the machine's inotify limits to what many booted guests need (never lowers)."""
+    for name, wanted in INOTIFY_LIMITS.items():
+        path = Path("/proc/sys/fs/inotify") / name
+        try:
+            current = int(path.read_text())
+            if current < wanted:
+                path.write_text(str(wanted))
+                say(f"host: fs.inotify.{name} raised from {current} to {wanted} for the guests")
+        except OSError as exc:
+            raise OperationFailed(
+                f"cannot raise fs.inotify.{name} to {wanted} ({exc}): lab "
+                f"hosts cannot start more than a few; set it with sysctl"
+            ) from None
+
+
+def failed_console_log(state_dir: Path, name: str) -> Path:
+    """Where a host's console log is kept after a failed ``up`` (its host dir is removed)."""
+    return state_dir / "failed" / f"{name}.console.log"
+
+
+def _keep_console_logs(spec: LabSpec) -> None:
+    for h in spec.hosts:
+        log = H.console_log(spec.state_dir, h.name)
+        if log.exists():
+            target = failed_console_log(spec.state_dir, h.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log, target)
 
 
 def check_host_prerequisites() -> None:
@@ -279,6 +315,7 @@ def up(spec: LabSpec, progress: Progress | None = None) -> LabState:
             down(spec)
 
     rootfs = I.build_image(spec, say)
+    raise_inotify_limits(say)
     start = time.monotonic()
     state = LabState(spec=spec, image=rootfs)
     try:
@@ -305,6 +342,7 @@ def up(spec: LabSpec, progress: Progress | None = None) -> LabState:
         _wait_ssh(sd, list(spec.hosts), SSH_READY_TIMEOUT_S)
     except BaseException:
         say(f"lab {spec.name}: up failed, taking down what was made")
+        _keep_console_logs(spec)
         try:
             down(spec)
         except Exception as exc:  # the first error is the one to report

@@ -83,7 +83,7 @@ def _script(site: str, name: str, timeout: int) -> str:
             f'condor_wait -wait {timeout} {name}.log "$job" >/dev/null 2>&1 || '
             "{ echo 'STATE=timeout'; condor_rm \"$job\" >/dev/null 2>&1; "
             'condor_q "$job" -af:j HoldReason LastRejMatchReason 2>/dev/null; exit 0; }',
-            'condor_history "$job" -limit 1 -af:j ExitCode QDate JobCurrentStartDate '
+            'condor_history "$job" -limit 1 -af ExitCode QDate JobCurrentStartDate '
             'CompletionDate | sed "s/^/HIST=/"',
             f"sed 's/^/OUT=/' {name}.out",
         ]
