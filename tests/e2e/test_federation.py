@@ -107,32 +107,58 @@ STARTD_ATTRS = $(STARTD_ATTRS) ESCAPE_SITE
 """
 
 
+def _issue_on_cm(fed: Path, identity: str) -> str:
+    """A token the pool's central manager really issues (the positive control)."""
+    cm = pool_central_manager(load_federation(fed), "site-a")
+    assert cm is not None
+    proc = cli(
+        "lab",
+        "ssh",
+        "-f",
+        str(fed),
+        cm.name,
+        "--",
+        f"condor_token_create -identity {identity} -authz ADVERTISE_STARTD "
+        "-authz ADVERTISE_MASTER -authz READ -key POOL",
+    )
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
+    return proc.stdout.strip()
+
+
 def _rogue(fed: Path, host: str, token: str) -> str:
-    """Make lab host HOST (not in the pool) an execute node holding TOKEN; start it."""
+    """Make lab host HOST (not in the pool) an execute node holding TOKEN; start it.
+
+    It impersonates wn-a1: the identity of a real execute node of site-a.
+    """
     model = load_federation(fed)
     cm = pool_central_manager(model, "site-a")
     assert cm is not None
     trust = cli("lab", "ssh", "-f", str(fed), "wn-a1", "--", "condor_config_val TRUST_DOMAIN")
     assert trust.returncode == 0 and trust.stdout.strip(), trust.stderr
     domain = trust.stdout.strip()
-    forge = {
-        # A signing key of its own, and with it a token for a privileged identity.
-        "forged": (
-            "condor_store_cred add -c -p rogue-$RANDOM$RANDOM -f /etc/condor/passwords.d/ROGUE"
-            f" >/dev/null && condor_token_create -identity condor@{domain} -key ROGUE"
-            " > /etc/condor/tokens.d/rogue && rm /etc/condor/passwords.d/ROGUE"
-        ),
-        "missing": "true",
-    }[token]
+    identity = f"wn-a1.site-a.escape.lab@{domain}"
+    if token == "forged":
+        # Its own signing key, named like the pool's (same kid), signing the real identity.
+        install = (
+            "condor_store_cred add -c -p rogue-$RANDOM$RANDOM -f /etc/condor/passwords.d/POOL"
+            f" >/dev/null && condor_token_create -identity {identity} -key POOL"
+            " -authz ADVERTISE_STARTD -authz ADVERTISE_MASTER -authz READ"
+            " > /etc/condor/tokens.d/rogue && rm /etc/condor/passwords.d/POOL"
+        )
+    elif token == "issued":
+        install = f"printf '%s\\n' '{_issue_on_cm(fed, identity)}' > /etc/condor/tokens.d/cm"
+    else:
+        install = "true"
     config = ROGUE_CONFIG.format(cm=cm.fqdn, trust=domain)
     script = "\n".join(
         [
             "set -e",
             "mkdir -p /etc/condor/passwords.d /etc/condor/tokens.d",
             "chmod 700 /etc/condor/passwords.d /etc/condor/tokens.d",
-            "rm -f /etc/condor/tokens.d/*",
+            "rm -f /etc/condor/tokens.d/* /etc/condor/passwords.d/*",
             f"printf '%s' '{config}' > /etc/condor/config.d/99-rogue.conf",
-            forge,
+            install,
+            "chmod 600 /etc/condor/tokens.d/* 2>/dev/null || true",
             "systemctl restart condor",
         ]
     )
@@ -154,7 +180,41 @@ def test_a_host_with_a_forged_or_missing_token_cannot_join(
     active = cli("lab", "ssh", "-f", str(fed), host, "--", "systemctl is-active condor")
     assert active.stdout.strip() == "active"  # it runs and keeps trying to advertise
     assert _machines(fed), "the pool's own execute nodes must be visible"
-    deadline = time.monotonic() + 45
+    deadline = time.monotonic() + 40
     while time.monotonic() < deadline:
         assert fqdn not in _machines(fed), f"{host} joined the pool with a {token} token"
         time.sleep(5)
+    # It was kept out for the right reason: its pool's collector refused its authentication.
+    model = load_federation(fed)
+    cm = pool_central_manager(model, "site-a")
+    address = next(h.address for h in hosts(model) if h.name == host)
+    assert cm is not None and address
+    log = cli(
+        "lab",
+        "ssh",
+        "-f",
+        str(fed),
+        cm.name,
+        "--",
+        f"grep -F 'authentication of {address} failed' /var/log/condor/CollectorLog",
+    )
+    assert "Failed to authenticate using IDTOKENS" in log.stdout, log.stdout + log.stderr
+
+
+def test_the_same_rogue_joins_with_a_token_its_pool_issued(fed: Path) -> None:
+    """Positive control: the check above sees a host that does get in."""
+    fqdn = _rogue(fed, "origin-b", "issued")
+    deadline = time.monotonic() + 60
+    while fqdn not in _machines(fed):
+        assert time.monotonic() < deadline, "a correctly issued token did not let the host in"
+        time.sleep(3)
+    # Withdraw it again: stop its daemons so the pool is as deployed.
+    cli(
+        "lab",
+        "ssh",
+        "-f",
+        str(fed),
+        "origin-b",
+        "--",
+        "systemctl stop condor; rm -f /etc/condor/config.d/99-rogue.conf /etc/condor/tokens.d/*",
+    )
