@@ -1,0 +1,110 @@
+"""HTCondor roles on the lab federation in flock mode: one pool per site, a view collector.
+
+One lab for the whole module (own state dir, prefix and supernet); every role check reuses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.roles._checks import (  # noqa: F401  (shared verify steps, collected here)
+    test_central_manager_holds_the_only_signing_keys,
+    test_central_manager_issued_the_control_machine_a_read_token,
+    test_common_condor_is_running_and_enabled,
+    test_common_key_and_token_directories_are_root_only,
+    test_common_no_allow_list_is_a_wildcard,
+    test_common_security_is_required_everywhere,
+    test_common_unknown_host_cannot_read_the_collector,
+    test_converge_succeeds,
+    test_execute_nodes_advertise_declared_capacity_and_place,
+    test_execute_nodes_never_hold_a_key_and_have_one_token,
+    test_limit_to_one_site_works,
+    test_second_run_changes_nothing,
+)
+from tests.roles._labrun import Lab, PlaybookRun, lab_fixture, run_job, run_playbook, wait_for
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1200)]
+
+STATE_DIR = Path("/var/lib/escape-fed/test-roles-flock")
+FLOCK_FEDERATION = ROOT / "inventories" / "lab" / "federation-flock.yaml"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    yield from lab_fixture(
+        tmp_path_factory.mktemp("flock"), FLOCK_FEDERATION, STATE_DIR, "erf", "10.83.0.0/16"
+    )
+
+
+@pytest.fixture(scope="module")
+def converged(lab: Lab) -> PlaybookRun:
+    syntax = run_playbook(lab.inventory, "playbooks/site.yml", "--syntax-check")
+    assert syntax.rc == 0, syntax.output
+    return run_playbook(lab.inventory, "playbooks/site.yml")
+
+
+@pytest.fixture(scope="module")
+def view_collector() -> str:
+    """The federation view collector sees every pool's machines (CONDOR_VIEW_HOST)."""
+    return "cm"
+
+
+def test_central_manager_view_collector_runs_no_negotiator(
+    lab: Lab, converged: PlaybookRun
+) -> None:
+    cm = lab.host("cm")
+    daemons = cm.check_output("condor_config_val DAEMON_LIST").replace(",", " ").split()
+    assert "COLLECTOR" in daemons and "NEGOTIATOR" not in daemons
+    assert lab.group("htcondor_execute")  # the pools have execute nodes, the view has none
+
+
+def test_central_manager_pools_forward_to_the_view(lab: Lab, converged: PlaybookRun) -> None:
+    for ap in ("ap-a", "ap-b"):
+        host = lab.host(ap)
+        assert host.check_output("condor_config_val CONDOR_VIEW_HOST") == "cm.central.escape.lab"
+        assert "NEGOTIATOR" in host.check_output("condor_config_val DAEMON_LIST")
+
+
+def test_access_point_flocks_to_the_other_pool_with_its_token(
+    lab: Lab, converged: PlaybookRun
+) -> None:
+    pairs = {"ap-a": "ap-b.site-b.escape.lab", "ap-b": "ap-a.site-a.escape.lab"}
+    for ap, other in pairs.items():
+        host = lab.host(ap)
+        assert host.check_output("condor_config_val FLOCK_TO") == other
+        assert other in host.file("/etc/condor/tokens.d").listdir()
+        # the other pool's central manager lists this access point in FLOCK_FROM
+        frm = lab.host(other.split(".")[0]).check_output("condor_config_val FLOCK_FROM")
+        assert host.check_output("hostname -f") in frm
+
+
+def test_access_point_job_from_site_a_flocks_to_site_b(lab: Lab, converged: PlaybookRun) -> None:
+    out = run_job(lab, "ap-a", "site-b")
+    assert "site=site-b" in out and "host=wn-b1.site-b.escape.lab" in out, out
+    assert "cache=root://cache-b.site-b.escape.lab:1094" in out, out
+
+
+def test_access_point_job_from_site_b_flocks_to_site_a(lab: Lab, converged: PlaybookRun) -> None:
+    out = run_job(lab, "ap-b", "site-a")
+    assert "site=site-a" in out and ".site-a.escape.lab" in out, out
+
+
+def test_central_manager_new_key_reissues_exactly_its_tokens(
+    lab: Lab, converged: PlaybookRun
+) -> None:
+    """Replacing ap-b's signing key invalidates the tokens it signed; a re-run reissues those."""
+    lab.host("ap-b").run_expect([0], "rm /etc/condor/passwords.d/POOL")
+    run = run_playbook(lab.inventory, "playbooks/site.yml")
+    assert run.rc == 0, run.output[-6000:]
+    assert set(run.changed()) == {"ap-a", "ap-b", "wn-b1"}, run.changed()
+    # pool B works again: its startd is back in its collector, and flocking from A still runs
+    ok = wait_for(
+        lambda: "wn-b1" in lab.host("ap-b").run("condor_status -af Name").stdout, timeout=90
+    )
+    assert ok
+    out = run_job(lab, "ap-a", "site-b")
+    assert "site=site-b" in out, out
