@@ -46,6 +46,10 @@ def fed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         cli("lab", "down", str(path))
 
 
+def mode_of(path: Path) -> str:
+    return load_federation(path).federation.mode.value
+
+
 def status(path: Path, wait: int = 90) -> dict[str, Any]:
     proc = cli("status", str(path), "--wait", str(wait), "--output", "json")
     assert proc.returncode == 0, proc.stderr
@@ -90,6 +94,54 @@ def test_a_second_deploy_changes_nothing(fed: Path) -> None:
     assert again["changed"] == 0, [h for h, s in again["hosts"].items() if s["changed"]]
     plan = json.loads(cli("plan", str(fed), "-o", "json").stdout)
     assert plan["counts"]["create"] == plan["counts"]["change"] == 0
+
+
+def test_a_job_asking_for_gpus_is_refused_with_what_the_sites_offer(fed: Path) -> None:
+    proc = cli("submit", str(fed), "--gpus", "1", "--", "/bin/true")
+    assert proc.returncode == 2
+    assert "no facility offers 1 cpus, 512 MB and 1 GPUs" in proc.stderr
+    assert proc.stdout == ""  # nothing was submitted
+
+
+def _ap(path: Path, user_cmd: str) -> str:
+    proc = cli("lab", "ssh", "-f", str(path), "ap-a", "--", f"runuser -u escape -- {user_cmd}")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_a_periodic_job_runs_at_least_twice(fed: Path) -> None:
+    if mode_of(fed) != "global-pool":
+        return  # cron scheduling is the access point's, the same in both modes: once is enough
+    proc = cli(
+        "submit",
+        str(fed),
+        "--access-point",
+        "ap-a",
+        "--every",
+        "* * * * *",
+        "--max-runs",
+        "2",
+        "--",
+        "/bin/sh",
+        "-c",
+        "date +%s",
+    )
+    assert proc.returncode == 0, proc.stderr
+    job = proc.stdout.strip()
+    assert job.endswith(".0")
+    deadline = time.monotonic() + 200  # two minute boundaries, and the schedd's updates
+    while True:
+        hist = _ap(fed, f"condor_history {job} -limit 1 -af JobStatus NumJobCompletions").split()
+        if hist:
+            break
+        assert time.monotonic() < deadline, _ap(fed, f"condor_q {job} -af JobStatus JobRunCount")
+        time.sleep(10)
+    status_code, completions = (int(x) for x in hist[:2])
+    assert status_code == 4 and completions == 2  # completed, after exactly two runs
+    log = _ap(
+        fed, f"sh -c 'grep -c \"^005 \\|^004 \" ~/escape-fed-jobs/escape-{job.split('.')[0]}.log'"
+    )
+    assert int(log.strip()) == 2  # two terminations (the first requeued, the second final)
 
 
 ROGUE_CONFIG = """\
