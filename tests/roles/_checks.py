@@ -1,20 +1,16 @@
-"""Verify steps shared by both federation modes (imported by each lab test module).
+"""Verify steps of the pytest lab driver, over every HTCondor host of a lab.
 
-Each module defines the fixtures `lab` (a booted lab with its inventory) and `converged`
-(the first run of playbooks/site.yml on it).
+Imported by test_htcondor_flock.py (global-pool mode is covered by the molecule scenarios,
+test_molecule.py). A module importing these defines the fixtures `lab` (a booted lab with its
+inventory) and `converged` (the first run of playbooks/site.yml on it). The per-host checks
+live in _hostchecks.py, shared with the molecule scenarios' testinfra tests.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
-import textwrap
-
 import pytest
 
+from tests.roles import _hostchecks as hc
 from tests.roles._labrun import Lab, PlaybookRun, run_playbook, wait_for
 
 HTCONDOR_GROUPS = ("htcondor_central_manager", "htcondor_access_point", "htcondor_execute")
@@ -49,52 +45,22 @@ def test_limit_to_one_site_works(lab: Lab, converged: PlaybookRun) -> None:
 
 def test_common_condor_is_running_and_enabled(lab: Lab, converged: PlaybookRun) -> None:
     for name in htcondor_hosts(lab):
-        service = lab.host(name).service("condor")
-        assert service.is_running, name
-        assert service.is_enabled, name
+        hc.assert_condor_running(lab.host(name))
 
 
 def test_common_security_is_required_everywhere(lab: Lab, converged: PlaybookRun) -> None:
-    knobs = [
-        "SEC_DEFAULT_AUTHENTICATION",
-        "SEC_DEFAULT_ENCRYPTION",
-        "SEC_DEFAULT_INTEGRITY",
-        "SEC_READ_AUTHENTICATION",
-        "SEC_READ_ENCRYPTION",
-        "SEC_READ_INTEGRITY",
-    ]
     for name in htcondor_hosts(lab):
-        host = lab.host(name)
-        values = host.check_output("condor_config_val " + " ".join(knobs)).split()
-        assert [v.upper() for v in values] == ["REQUIRED"] * len(knobs), (name, values)
-        methods = host.check_output("condor_config_val SEC_DEFAULT_AUTHENTICATION_METHODS")
-        assert methods.replace(" ", "") == "FS,IDTOKENS", (name, methods)
+        hc.assert_security_required(lab.host(name))
 
 
 def test_common_no_allow_list_is_a_wildcard(lab: Lab, converged: PlaybookRun) -> None:
     for name in htcondor_hosts(lab):
-        host = lab.host(name)
-        found = host.run(r"condor_config_val -dump | grep -E '^ALLOW_.* = \*'")
-        assert found.rc == 1 and found.stdout == "", (name, found.stdout)
-        # expanded values too: no entry of any ALLOW list is a bare '*'
-        dump = host.check_output("condor_config_val -dump -expand | grep -E '^ALLOW_'")
-        for line in dump.splitlines():
-            key, _, value = line.partition(" = ")
-            entries = value.replace(",", " ").split()
-            assert "*" not in entries, (name, line)
-            if key.startswith(("ALLOW_READ", "ALLOW_WRITE", "ALLOW_DAEMON", "ALLOW_ADVERTISE")):
-                assert all("@" in e for e in entries), (name, line)
+        hc.assert_no_wildcard_allow(lab.host(name))
 
 
 def test_common_key_and_token_directories_are_root_only(lab: Lab, converged: PlaybookRun) -> None:
     for name in htcondor_hosts(lab):
-        host = lab.host(name)
-        for d in ("/etc/condor/passwords.d", "/etc/condor/tokens.d"):
-            f = host.file(d)
-            assert f.is_directory and f.user == "root" and f.mode == 0o700, (name, d)
-        for token in host.file("/etc/condor/tokens.d").listdir():
-            f = host.file(f"/etc/condor/tokens.d/{token}")
-            assert f.user == "root" and f.mode == 0o600, (name, token)
+        hc.assert_key_and_token_dirs_root_only(lab.host(name))
 
 
 def test_common_unknown_host_cannot_read_the_collector(lab: Lab, converged: PlaybookRun) -> None:
@@ -111,14 +77,10 @@ def test_common_unknown_host_cannot_read_the_collector(lab: Lab, converged: Play
 def test_central_manager_holds_the_only_signing_keys(lab: Lab, converged: PlaybookRun) -> None:
     cms = set(lab.group("htcondor_central_manager"))
     for name in htcondor_hosts(lab):
-        host = lab.host(name)
-        keys = host.file("/etc/condor/passwords.d").listdir()
         if name in cms:
-            assert keys == ["POOL"], (name, keys)
-            key = host.file("/etc/condor/passwords.d/POOL")
-            assert key.user == "root" and key.mode == 0o600 and key.size >= 32
+            hc.assert_holds_the_pool_key(lab.host(name))
         else:
-            assert keys == [], f"{name} holds a signing key: {keys}"
+            hc.assert_holds_no_signing_key(lab.host(name))
 
 
 def test_central_manager_issued_the_control_machine_a_read_token(
@@ -138,36 +100,7 @@ def test_central_manager_issued_the_control_machine_a_read_token(
 def collector_query(lab: Lab, cm: str, constraint: str = "true") -> list[dict[str, object]]:
     """Query a collector from the control machine with the Python bindings and its READ token."""
     pytest.importorskip("htcondor")
-    script = textwrap.dedent(
-        """
-        import json, os, sys
-        import htcondor
-        ads = htcondor.Collector(sys.argv[1]).query(
-            htcondor.AdTypes.Startd, constraint=sys.argv[2],
-            projection=["Name", "Cpus", "Memory", "ESCAPE_SITE", "ESCAPE_CACHE", "ESCAPE_RSES"])
-        print(json.dumps([{k: ad.get(k) for k in ad.keys()} for ad in ads]))
-        """
-    )
-    with tempfile.NamedTemporaryFile("w", suffix=".conf") as cfg:
-        cfg.write(
-            f"SEC_TOKEN_DIRECTORY = {lab.secrets_dir / 'tokens.d'}\n"
-            "SEC_CLIENT_AUTHENTICATION_METHODS = IDTOKENS\n"
-            "SEC_CLIENT_AUTHENTICATION = REQUIRED\n"
-            "SEC_CLIENT_ENCRYPTION = REQUIRED\n"
-            "SEC_CLIENT_INTEGRITY = REQUIRED\n"
-        )
-        cfg.flush()
-        proc = subprocess.run(
-            [sys.executable, "-c", script, lab.address(cm), constraint],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "CONDOR_CONFIG": cfg.name},
-            timeout=60,
-            check=False,
-        )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    data: list[dict[str, object]] = json.loads(proc.stdout)
-    return data
+    return hc.control_query(lab.secrets_dir / "tokens.d", lab.address(cm), "Startd", constraint)
 
 
 # --- htcondor_execute --------------------------------------------------------------------
@@ -204,8 +137,8 @@ def test_execute_nodes_never_hold_a_key_and_have_one_token(
 ) -> None:
     for name in lab.group("htcondor_execute"):
         host = lab.host(name)
-        assert host.file("/etc/condor/passwords.d").listdir() == []
-        tokens = host.file("/etc/condor/tokens.d").listdir()
+        hc.assert_holds_no_signing_key(host)
+        tokens = hc.tokens(host)
         assert len(tokens) == 1, (name, tokens)
         # lab: no per-job cgroups (read-only controllers); an empty value reads as undefined
         assert host.run("condor_config_val BASE_CGROUP").stdout.strip() == ""
