@@ -109,6 +109,56 @@ def _ap(path: Path, user_cmd: str) -> str:
     return proc.stdout
 
 
+def test_a_dataset_job_runs_where_the_data_is_and_reads_through_that_sites_cache(
+    fed: Path,
+) -> None:
+    # collisions-2026 is held at site-b only; submit it at site-a's access point.
+    read = (
+        'hostname -f; echo "$ESCAPE_CACHE"; '
+        'xrdcp -s -f "$ESCAPE_CACHE/$ESCAPE_DATASET_PATH/file-002.dat" - | md5sum'
+    )
+    proc = cli(
+        "submit",
+        str(fed),
+        "--access-point",
+        "ap-a",
+        "--dataset",
+        "collisions-2026",
+        "--",
+        "/bin/sh",
+        "-c",
+        read,
+    )
+    assert proc.returncode == 0, proc.stderr
+    job = proc.stdout.strip()
+    cluster = job.split(".")[0]
+    _ap(fed, f"condor_wait -wait 180 /home/escape/escape-fed-jobs/escape-{cluster}.log {job}")
+    out = _ap(fed, f"cat /home/escape/escape-fed-jobs/escape-{job}.out").splitlines()
+    assert out[0] == "wn-b1.site-b.escape.lab"  # ran at the site holding the dataset
+    assert out[1] == "root://cache-b.site-b.escape.lab:1094"  # ... with that site's cache
+    origin = cli(
+        "lab",
+        "ssh",
+        "-f",
+        str(fed),
+        "origin-b",
+        "--",
+        "md5sum /srv/xrootd/escape/hep/collisions-2026/file-002.dat",
+    )
+    assert out[2].split()[0] == origin.stdout.split()[0]  # the origin's bytes, through the cache
+    cached = cli(
+        "lab",
+        "ssh",
+        "-f",
+        str(fed),
+        "cache-b",
+        "--",
+        "find / -xdev -path '*collisions-2026/file-002.dat*' -newer /etc/hostname "
+        "-not -path '/proc/*' 2>/dev/null",
+    )
+    assert "file-002.dat" in cached.stdout, "the read did not go through cache-b's disk"
+
+
 def test_a_periodic_job_runs_at_least_twice(fed: Path) -> None:
     if mode_of(fed) != "global-pool":
         return  # cron scheduling is the access point's, the same in both modes: once is enough
