@@ -142,7 +142,9 @@ def origin_opens(lab: DataLab, origin: str, logical_path: str) -> int:
 
 def tx_bytes(lab: DataLab, host: str) -> int:
     """Bytes HOST has sent on its lab link (eth0)."""
-    return int(lab.out(host, "cat /sys/class/net/eth0/statistics/tx_bytes"))
+    # /proc/net/dev is the host's own network namespace (sysfs in a container may not be).
+    line = lab.out(host, "grep -E '^ *eth0:' /proc/net/dev")
+    return int(line.split(":", 1)[1].split()[8])
 
 
 TIMED_READ = r"""

@@ -1,0 +1,130 @@
+"""Data across the federation, for real: a read through site-a's cache comes from site-b's
+origin across the shaped WAN link once, and from the cache's disk afterwards; the cache keeps
+serving what it holds when its origin is down, and says clearly what it cannot serve.
+
+An isolated lab copy (prefix efy, 10.89.0.0/16) with playbooks/data.yml applied. In the model
+site-a's cache fronts site-a's origin; this test points cache-a at origin-b with
+`--extra-vars xcache_origin=root://origin-b...:1094` (a role variable override, the way a site
+admin would front a remote RSE), so that every cache miss crosses the WAN link.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.roles.xrootd_lab import (
+    CACHE_ROOT,
+    COLLISIONS,
+    ORIGIN_ROOT,
+    DataLab,
+    data_lab,
+    origin_opens,
+    timed_reads,
+    tx_bytes,
+)
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
+
+CACHE_A = "root://cache-a.site-a.escape.lab:1094/"
+ORIGIN_B = "root://origin-b.site-b.escape.lab:1094"
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataLab]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab tier needs root")
+    for lab in data_lab(tmp_path_factory.mktemp("data"), "e2e-data", "efy", "10.89.0.0/16"):
+        run = lab.playbook()
+        assert run.rc == 0, run.output[-5000:]
+        cross = lab.playbook(
+            "--limit", "cache-a", "--extra-vars", json.dumps({"xcache_origin": ORIGIN_B})
+        )
+        assert cross.rc == 0, cross.output[-5000:]
+        yield lab
+
+
+def origin_b_answers(lab: DataLab) -> bool:
+    """origin-b answers cache-a on root:// (a short client window: a down origin fails fast)."""
+    probe = f"xrdfs {ORIGIN_B.removeprefix('root://')} query config version"
+    env = "XRD_CONNECTIONWINDOW=2 XRD_CONNECTIONRETRY=1"
+    return lab.ssh("cache-a", f"{env} {probe}").returncode == 0
+
+
+def test_cache_a_fronts_site_b_across_the_wan(lab: DataLab) -> None:
+    config = lab.out("cache-a", "grep ^pss.origin /etc/xrootd/xrootd-xcache.cfg")
+    assert config == "pss.origin origin-b.site-b.escape.lab:1094"
+    # Different site networks: every byte between them goes through the router's shaped links.
+    assert lab.address("cache-a").split(".")[:3] != lab.address("origin-b").split(".")[:3]
+
+
+def test_first_read_comes_from_the_origin_then_from_the_cache_disk(lab: DataLab) -> None:
+    path = f"{COLLISIONS}/file-001.dat"
+    want = lab.out("origin-b", f"sha256sum {ORIGIN_ROOT}{path}").split()[0]
+    assert lab.ssh("cache-a", f"test -e {CACHE_ROOT}{path}").returncode == 1
+    assert origin_opens(lab, "origin-b", path) == 0
+
+    sent = tx_bytes(lab, "origin-b")
+    got = lab.out("wn-a1", f"xrdcp -s {CACHE_A}{path} - | sha256sum").split()[0]
+    first = tx_bytes(lab, "origin-b") - sent
+    assert got == want
+    assert origin_opens(lab, "origin-b", path) == 1
+    assert first >= 4 * MIB  # the whole file crossed the WAN link from origin-b
+    held = lab.out("cache-a", f"stat -c '%n %s' {CACHE_ROOT}{path} {CACHE_ROOT}{path}.cinfo")
+    assert f"{CACHE_ROOT}{path} {4 * MIB}" in held and ".cinfo" in held
+
+    sent = tx_bytes(lab, "origin-b")
+    got = lab.out("wn-a2", f"xrdcp -s {CACHE_A}{path} - | sha256sum").split()[0]
+    again = tx_bytes(lab, "origin-b") - sent
+    assert got == want
+    assert origin_opens(lab, "origin-b", path) == 1  # the origin saw one read, not two
+    assert again < 256 * 1024, again  # no file data from the origin the second time
+
+
+def test_a_missing_file_is_a_clear_error(lab: DataLab) -> None:
+    [(_, rc, err)] = timed_reads(lab, "wn-a1", f"{CACHE_A}{COLLISIONS}/no-such-file.dat")
+    assert rc != 0
+    assert "no such file or directory" in err.lower(), err
+
+
+def test_with_its_origin_down_the_cache_serves_what_it_holds_and_refuses_the_rest(
+    lab: DataLab,
+) -> None:
+    held = f"{COLLISIONS}/file-001.dat"
+    lab.out("wn-a1", f"xrdcp -f -s {CACHE_A}{held} /dev/null")  # held (also when run alone)
+    not_held = f"{COLLISIONS}/file-002.dat"
+    assert lab.ssh("cache-a", f"test -e {CACHE_ROOT}{not_held}").returncode == 1
+    want = lab.out("origin-b", f"sha256sum {ORIGIN_ROOT}{held}").split()[0]
+    lab.out("origin-b", "systemctl stop xrootd@origin")
+    try:
+        assert not origin_b_answers(lab)
+        got = lab.out("wn-a1", f"xrdcp -s {CACHE_A}{held} - | sha256sum").split()[0]
+        assert got == want
+
+        [(seconds, rc, err)] = timed_reads(lab, "wn-a1", f"{CACHE_A}{not_held}")
+        assert rc != 0
+        assert f"Unable to open {not_held}; connection refused" in err, err
+        assert seconds < 60, seconds  # xcache_origin_connection_window_s x retry, not minutes
+        # The cache itself stays healthy (what `status` asks).
+        assert lab.out("ap-a", "xrdfs cache-a.site-a.escape.lab:1094 query config version")
+    finally:
+        lab.out("origin-b", "systemctl start xrootd@origin")
+
+    deadline = time.monotonic() + 60
+    while not origin_b_answers(lab):
+        assert time.monotonic() < deadline, "origin-b did not come back"
+        time.sleep(1)
+    # Restored: the file the cache did not hold is served again, once the cache tries its
+    # origin again (xcache_origin_error_window_s, 15 s, after the failure).
+    deadline = time.monotonic() + 90
+    while True:
+        [(_, rc, err)] = timed_reads(lab, "wn-a1", f"{CACHE_A}{not_held}")
+        if rc == 0:
+            break
+        assert time.monotonic() < deadline, f"cache-a still refuses after its origin is back: {err}"
+        time.sleep(3)
