@@ -42,8 +42,8 @@ demo: deps venv
 	$(BIN)/escape-fed demo
 
 lint: venv
-	$(BIN)/ruff check escape_fed tests bench
-	$(BIN)/ruff format --check escape_fed tests bench
+	$(BIN)/ruff check escape_fed tests bench roles
+	$(BIN)/ruff format --check escape_fed tests bench roles
 
 typecheck: venv
 	$(BIN)/mypy
@@ -61,6 +61,7 @@ bench: deps venv
 	$(BIN)/python bench/render_bench.py
 	$(BIN)/python bench/lab_bench.py
 	$(BIN)/python bench/deploy_bench.py
+	$(BIN)/python bench/cache_bench.py
 
 lab-down: venv
 	$(BIN)/escape-fed lab down

@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 from tests.labfed import cli, lab_copy  # noqa: E402
 
 SOURCES = {
-    "global-pool": (ROOT / "inventories/lab/federation.yaml", "10.83.0.0/16"),
-    "flock": (ROOT / "inventories/lab/federation-flock.yaml", "10.84.0.0/16"),
+    "global-pool": (ROOT / "inventories/lab/federation.yaml", "10.90.0.0/16"),
+    "flock": (ROOT / "inventories/lab/federation-flock.yaml", "10.91.0.0/16"),
 }
 
 
