@@ -12,8 +12,15 @@ from escape_fed.ops.smoke import smoke as run_smoke
 from escape_fed.ops.status import status as pool_status
 
 
+def _cache_cell(cache: dict[str, object] | None) -> str | None:
+    if not cache:
+        return None
+    return f"{cache['host']} {'up' if cache['ok'] else 'DOWN'} {cache['detail']}".strip()
+
+
 @click.command()
 @federation_argument
+@click.option("--no-caches", is_flag=True, help="do not ask the sites' caches")
 @click.option(
     "--wait",
     type=float,
@@ -22,10 +29,10 @@ from escape_fed.ops.status import status as pool_status
     help="wait up to SECONDS for every declared execute node to join",
 )
 @output_option
-def status(file: Path, wait: float, output: str) -> None:
+def status(file: Path, no_caches: bool, wait: float, output: str) -> None:
     """The federated pool seen through its collector: per site nodes, slots, cpus, memory,
     GPUs, busy slots, and jobs per access point (HTCondor's Python bindings)."""
-    data = pool_status(load(file), wait=wait, progress=info)
+    data = pool_status(load(file), wait=wait, progress=info, caches=not no_caches)
     if output == "json":
         emit_json(data)
         return
@@ -45,6 +52,7 @@ def status(file: Path, wait: float, output: str) -> None:
             s.get("busy", 0),
             s.get("jobs_running", 0),
             s.get("jobs_idle", 0),
+            _cache_cell(s.get("cache")),
             ",".join(s.get("missing", [])) or None,
         )
         for name, s in data["sites"].items()
@@ -62,6 +70,7 @@ def status(file: Path, wait: float, output: str) -> None:
                 "BUSY",
                 "RUNNING",
                 "IDLE",
+                "CACHE",
                 "MISSING",
             ],
         )

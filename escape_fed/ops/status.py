@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from escape_fed.backends import remote
 from escape_fed.backends.condor import PoolAds, query_pool
-from escape_fed.errors import OperationFailed
+from escape_fed.errors import EscapeFedError, OperationFailed
 from escape_fed.model.schema import Federation, Role
-from escape_fed.model.view import federation_central_manager, hosts, hosts_with, site_capacity
+from escape_fed.model.view import (
+    HostView,
+    cache_url,
+    federation_central_manager,
+    hosts,
+    hosts_with,
+    site_capacity,
+)
 from escape_fed.ops.deploy import secrets_dir
 
 
@@ -99,14 +109,62 @@ def summarize(fed: Federation, ads: PoolAds) -> dict[str, Any]:
     }
 
 
-def status(fed: Federation, wait: float = 0.0, progress: Any = None) -> dict[str, Any]:
-    """Query the federation's collector; with ``wait``, until every declared node shows up."""
+# Asks the cache itself (not through it to the origin), with short client timeouts: a dead
+# host otherwise keeps the XRootD client waiting for minutes.
+CACHE_HEALTH = (
+    "XRD_CONNECTIONWINDOW=2 XRD_CONNECTIONRETRY=1 xrdfs {fqdn}:{port} query config version"
+)
+
+
+def cache_health(fed: Federation) -> dict[str, dict[str, Any]]:
+    """Each site's cache, asked over root:// from the cache host: up, and its XRootD version."""
+    checks = []
+    for name, site in fed.sites.items():
+        for cache in hosts_with(fed, Role.CACHE, name):
+            port = site.cache.root_port if site.cache else 1094
+            checks.append((name, cache, CACHE_HEALTH.format(fqdn=cache.fqdn, port=port)))
+
+    def one(item: tuple[str, HostView, str]) -> tuple[str, dict[str, Any]]:
+        site, cache, cmd = item
+        try:
+            proc = remote.run(fed, cache, cmd, timeout=30)
+        except (OSError, subprocess.TimeoutExpired, EscapeFedError) as exc:
+            return site, {
+                "host": cache.name,
+                "url": cache_url(fed, site),
+                "ok": False,
+                "detail": str(exc),
+            }
+        out = (proc.stdout or proc.stderr).strip().splitlines()
+        return site, {
+            "host": cache.name,
+            "url": cache_url(fed, site),
+            "ok": proc.returncode == 0,
+            "detail": out[-1] if out else "",
+        }
+
+    if not checks:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        return dict(pool.map(one, checks))
+
+
+def status(
+    fed: Federation, wait: float = 0.0, progress: Any = None, caches: bool = True
+) -> dict[str, Any]:
+    """Query the federation's collector; with ``wait``, until every declared node shows up.
+
+    With ``caches``, each site's cache is asked too (``sites.SITE.cache``).
+    """
     deadline = time.monotonic() + wait
     token_dir = Path(secrets_dir(fed)) / "tokens.d"
     while True:
         result = summarize(fed, query_pool(collector_address(fed), token_dir))
         missing = [m for s in result["sites"].values() for m in s.get("missing", [])]
         if not missing or time.monotonic() >= deadline:
+            if caches:
+                for site, health in cache_health(fed).items():
+                    result["sites"].setdefault(site, _site_record([]))["cache"] = health
             return result
         if progress:
             progress(f"status: waiting for {len(missing)} execute nodes to join the pool")

@@ -66,6 +66,9 @@ def test_status_counts_every_sites_slots(fed: Path) -> None:
     assert a["slots"] >= 2 and b["slots"] >= 1
     assert data["pool"]["nodes"] == 3
     assert data["pool"]["schedds"] == 2
+    for site, cache in (("site-a", "cache-a"), ("site-b", "cache-b")):
+        health = data["sites"][site]["cache"]
+        assert health["host"] == cache and health["ok"], health  # the cache answers root://
 
 
 def test_a_job_from_site_a_runs_at_site_b_when_it_asks_for_it(fed: Path) -> None:
