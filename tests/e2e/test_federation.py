@@ -1,7 +1,8 @@
-"""The federation for real, in both modes: deploy, pool, cross-site jobs, trust, redeploy.
+"""The federation for real, in both modes: demo/deploy, pool, cross-site jobs, trust, redeploy.
 
 Each mode gets its own isolated copy of the lab federation (tests/labfed.py): booted, deployed
-once, checked, taken down. Everything goes through the CLI a user runs.
+once (global-pool by `demo`, the README's main command), checked, taken down. Everything goes
+through the CLI a user runs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from escape_fed.lab import lab_leftovers
 from escape_fed.model import load_federation
 from escape_fed.model.view import hosts, pool_central_manager
 from tests.conftest import ROOT
@@ -28,19 +30,34 @@ MODES = {
 }
 
 
+FIRST: dict[Path, dict[str, Any]] = {}  # what the first run printed, per federation copy
+
+
 @pytest.fixture(scope="module", params=list(MODES))
 def fed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A deployed federation of one mode; taken down afterwards even on failure."""
+    """A deployed federation of one mode; taken down afterwards even on failure.
+
+    global-pool is brought up by the README's main command, `demo` (lab up, reach, deploy,
+    wait for the pool, smoke); flock by `deploy`.
+    """
     if os.geteuid() != 0:
         pytest.skip("the lab tier needs root")
     source, prefix, supernet = MODES[request.param]
     path = lab_copy(source, f"e2e-{prefix}", prefix, supernet, tmp_path_factory.mktemp("fed"))
     cli("lab", "down", str(path))
     try:
-        proc = cli("deploy", str(path), "--output", "json")
-        assert proc.returncode == 0, f"first deploy failed:\n{proc.stderr[-3000:]}"
-        first = json.loads(proc.stdout)
-        assert first["ok"] and first["changed"] > 0
+        if request.param == "global-pool":
+            home = tmp_path_factory.mktemp("home")
+            proc = cli("demo", str(path), "--output", "json", home=home)
+            assert proc.returncode == 0, f"demo failed:\n{proc.stderr[-3000:]}"
+            assert list(home.iterdir()) == [], "an Ansible run left files in $HOME"
+            FIRST[path] = json.loads(proc.stdout)
+            assert FIRST[path]["ok"] and FIRST[path]["deploy"]["changed"] > 0
+        else:
+            proc = cli("deploy", str(path), "--output", "json")
+            assert proc.returncode == 0, f"first deploy failed:\n{proc.stderr[-3000:]}"
+            FIRST[path] = json.loads(proc.stdout)
+            assert FIRST[path]["ok"] and FIRST[path]["changed"] > 0
         yield path
     finally:
         cli("lab", "down", str(path))
@@ -55,6 +72,47 @@ def status(path: Path, wait: int = 90) -> dict[str, Any]:
     assert proc.returncode == 0, proc.stderr
     data: dict[str, Any] = json.loads(proc.stdout)
     return data
+
+
+def test_demo_ran_the_main_job_on_every_host(fed: Path) -> None:
+    first = FIRST[fed]
+    if "reachable" not in first:
+        return  # the flock copy was brought up by deploy, not by demo
+    names = {h.name for h in hosts(load_federation(fed))}
+    assert first["reachable"] == dict.fromkeys(sorted(names), True)
+    assert {row["host"] for row in first["lab"]} == names
+    assert all(row["state"] == "running" for row in first["lab"])
+    assert {s["site"]: s["ok"] for s in first["smoke"]} == {"site-a": True, "site-b": True}
+    assert first["status"]["pool"]["nodes"] == 3
+
+
+def test_every_host_answers_with_its_own_name_and_address(fed: Path) -> None:
+    for h in hosts(load_federation(fed)):
+        # ssh runs the command as one command line
+        proc = cli(
+            "lab", "ssh", "-f", str(fed), h.name, "--", "hostname -f; ip -4 -o addr show eth0"
+        )
+        assert proc.returncode == 0, proc.stderr
+        fqdn, addr = proc.stdout.splitlines()[:2]
+        assert fqdn == h.fqdn
+        assert f" {h.address}/24 " in addr
+
+
+def test_hosts_resolve_each_other_by_name_across_sites(fed: Path) -> None:
+    wn_b1 = next(h for h in hosts(load_federation(fed)) if h.name == "wn-b1")
+    proc = cli("lab", "ssh", "-f", str(fed), "ap-a", "--", "ping -c1 -W2 wn-b1.site-b.escape.lab")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"({wn_b1.address})" in proc.stdout
+
+
+def test_lab_up_again_is_a_no_op(fed: Path) -> None:
+    before = {
+        r["host"]: r["pid"] for r in json.loads(cli("lab", "status", str(fed), "-o", "json").stdout)
+    }
+    assert {r for r in before} == {h.name for h in hosts(load_federation(fed))}
+    proc = cli("lab", "up", str(fed), "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert {r["host"]: r["pid"] for r in json.loads(proc.stdout)} == before
 
 
 def test_status_counts_every_sites_slots(fed: Path) -> None:
@@ -323,3 +381,15 @@ def test_the_same_rogue_joins_with_a_token_its_pool_issued(fed: Path) -> None:
         "--",
         "systemctl stop condor; rm -f /etc/condor/config.d/99-rogue.conf /etc/condor/tokens.d/*",
     )
+
+
+def test_down_twice_leaves_nothing(fed: Path) -> None:
+    """Last: the lab of this mode goes down, twice, and nothing of it is left."""
+    model = load_federation(fed)
+    assert cli("lab", "down", str(fed)).returncode == 0
+    assert cli("lab", "down", str(fed)).returncode == 0
+    left = lab_leftovers(model.lab.prefix, Path(model.lab.state_dir))
+    assert all(not v for v in left.values()), left
+    status = cli("lab", "status", str(fed), "-o", "json")
+    assert status.returncode == 0
+    assert all(r["state"] != "running" for r in json.loads(status.stdout))
