@@ -23,8 +23,11 @@ from escape_fed.ops.deploy import deploy as run_deploy
 @federation_argument
 @click.option("--site", help="deploy only this site (its hosts and what they need)")
 @click.option("--check", is_flag=True, help="Ansible check mode: report what would change")
+@click.option(
+    "--full", is_flag=True, help="run every role even when nothing changed since the last deploy"
+)
 @output_option
-def deploy(file: Path, site: str | None, check: bool, output: str) -> None:
+def deploy(file: Path, site: str | None, check: bool, full: bool, output: str) -> None:
     """Provision the hosts of FILE and configure them with the roles; exit 1 on failure.
 
     Lab sites are booted first (a no-op when up). A successful run records what was applied,
@@ -32,7 +35,7 @@ def deploy(file: Path, site: str | None, check: bool, output: str) -> None:
     """
     fed = load(file)
     result = run_deploy(
-        fed, file.name, info, site=site, check=check, verbose=settings().verbose > 0
+        fed, file.name, info, site=site, check=check, verbose=settings().verbose > 0, full=full
     )
     pb = result.playbook
     if output == "json":
@@ -40,6 +43,7 @@ def deploy(file: Path, site: str | None, check: bool, output: str) -> None:
             {
                 "ok": pb.ok,
                 "check": check,
+                "skipped": result.skipped,
                 "seconds": round(pb.seconds, 1),
                 "changed": pb.changed,
                 "hosts": {h: s.__dict__ for h, s in sorted(pb.hosts.items())},
@@ -54,10 +58,15 @@ def deploy(file: Path, site: str | None, check: bool, output: str) -> None:
         ]
         click.echo(table(rows, ["HOST", "OK", "CHANGED", "FAILED", "UNREACHABLE"]))
         verb = "would change" if check else "changed"
+        what = (
+            "nothing changed since the last deploy and every host is healthy: roles skipped "
+            "(--full runs them)"
+            if result.skipped
+            else f"{pb.changed} tasks {verb}"
+        )
         info(
             f"deploy {'(check) ' if check else ''}{'ok' if pb.ok else 'FAILED'}: "
-            f"{len(pb.hosts)} hosts, {pb.changed} tasks {verb}, {pb.seconds:.1f} s; "
-            f"log: {pb.log}"
+            f"{len(pb.hosts)} hosts, {what}, {pb.seconds:.1f} s; log: {pb.log}"
         )
     if not pb.ok:
         failed = sorted({str(e["host"]) for e in pb.errors}) or ["(see the log)"]

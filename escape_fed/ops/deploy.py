@@ -6,21 +6,24 @@ yet, the playbook. A failed run records nothing, so ``plan`` keeps showing what 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from escape_fed.backends.ansible import PLAYBOOKS, PlaybookResult, Progress, run_playbook
+from escape_fed.backends.ansible import PLAYBOOKS, REPO, PlaybookResult, Progress, run_playbook
 from escape_fed.errors import BadInput, NotBuiltYet, OperationFailed
 from escape_fed.lab import runtime
 from escape_fed.lab.plan import lab_spec
 from escape_fed.model.schema import CLOUD_BACKENDS, Backend, Federation
 from escape_fed.model.view import group_name
 from escape_fed.ops.plan import desired, load_snapshot, write_snapshot
-from escape_fed.render.inventory import write_inventory
+from escape_fed.render.inventory import inventory_files, write_inventory
 
 PLAYBOOK = "site.yml"
+HEALTH_PLAYBOOK = "health.yml"
 
 
 @dataclass
@@ -29,6 +32,36 @@ class DeployResult:
     inventory: Path
     snapshot: Path | None  # None: nothing recorded (check mode or failure)
     check: bool
+    skipped: bool = False  # roles not run: nothing changed since the last deploy, all healthy
+
+
+def fingerprint(fed: Federation, source: str) -> str:
+    """Hash of everything that feeds the roles: the rendered inventory, roles/, playbooks/."""
+    digest = hashlib.sha256()
+    for rel, text in sorted(inventory_files(fed, source).items()):
+        digest.update(f"inventory/{rel}\0{text}\0".encode())
+    for top in ("roles", "playbooks", "ansible.cfg"):
+        base = REPO / top
+        files = sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else [base]
+        for path in files:
+            if "/molecule/" in str(path) or "__pycache__" in path.parts:
+                continue
+            digest.update(f"{path.relative_to(REPO)}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _fingerprint_path(fed: Federation) -> Path:
+    return state_dir(fed) / "applied.fingerprint"
+
+
+def _applied_fingerprint(fed: Federation) -> str | None:
+    try:
+        data = json.loads(_fingerprint_path(fed).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = data.get("fingerprint") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def state_dir(fed: Federation) -> Path:
@@ -57,8 +90,15 @@ def deploy(
     site: str | None = None,
     check: bool = False,
     verbose: bool = False,
+    full: bool = False,
 ) -> DeployResult:
-    """Provision the hosts of FED (or of one site) and apply the roles."""
+    """Provision the hosts of FED (or of one site) and apply the roles.
+
+    A whole-federation deploy whose inputs (inventory, roles, playbooks) are those of the last
+    successful one runs only the health play; if every host is healthy the roles are skipped,
+    otherwise they all run. ``full`` always runs them (to repair drift the health play cannot
+    see).
+    """
     if site is not None and site not in fed.sites:
         raise BadInput(f"--site {site}: no such site: expected one of {', '.join(fed.sites)}")
     scope = [site] if site else list(fed.sites)
@@ -84,6 +124,29 @@ def deploy(
     inventory = prepare(fed, source)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     log = state_dir(fed) / "logs" / f"deploy-{stamp}.log"
+    current = fingerprint(fed, source)
+    snapshot_file = Path(fed.snapshot_path())
+    if (
+        not full
+        and not check
+        and site is None
+        and snapshot_file.exists()
+        and _applied_fingerprint(fed) == current
+    ):
+        progress(
+            "configure: nothing changed since the last deploy; checking every host's "
+            "health (--full runs every role)"
+        )
+        health = run_playbook(
+            inventory / "hosts.yml",
+            HEALTH_PLAYBOOK,
+            progress,
+            log=log.with_name(f"health-{stamp}.log"),
+            verbose=verbose,
+        )
+        if health.ok:
+            return DeployResult(health, inventory, snapshot_file, check, skipped=True)
+        progress("configure: some hosts are not healthy: running every role")
     progress(
         f"configure: ansible-playbook {PLAYBOOK}{' --check' if check else ''}"
         f"{f' --limit {group_name(site)}' if site else ''} (log: {log})"
@@ -108,4 +171,10 @@ def deploy(
         else:
             applied = want
         write_snapshot(fed.federation.name, applied, snapshot)
+    if not check:
+        marker = _fingerprint_path(fed)
+        if result.ok and site is None:
+            marker.write_text(json.dumps({"fingerprint": current, "at": stamp}), encoding="utf-8")
+        else:
+            marker.unlink(missing_ok=True)  # a partial or failed run: the next one runs in full
     return DeployResult(result, inventory, snapshot, check)

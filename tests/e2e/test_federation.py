@@ -149,12 +149,26 @@ def test_smoke_passes_at_every_site(fed: Path) -> None:
 
 
 def test_a_second_deploy_changes_nothing(fed: Path) -> None:
-    proc = cli("deploy", str(fed), "--output", "json")
+    proc = cli("deploy", str(fed), "--full", "--output", "json")  # every role, for real
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads(proc.stdout)
+    assert not again["skipped"]
     assert again["changed"] == 0, [h for h, s in again["hosts"].items() if s["changed"]]
     plan = json.loads(cli("plan", str(fed), "-o", "json").stdout)
     assert plan["counts"]["create"] == plan["counts"]["change"] == 0
+
+
+def test_an_unchanged_deploy_checks_health_and_repairs_a_stopped_service(fed: Path) -> None:
+    quick = json.loads(cli("deploy", str(fed), "-o", "json").stdout)
+    assert quick["ok"] and quick["skipped"] and quick["changed"] == 0
+    assert set(quick["hosts"]) == {h.name for h in hosts(load_federation(fed))}  # all checked
+    stop = cli("lab", "ssh", "-f", str(fed), "wn-a1", "--", "systemctl stop condor")
+    assert stop.returncode == 0, stop.stderr
+    proc = cli("deploy", str(fed), "-o", "json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    repaired = json.loads(proc.stdout)
+    assert not repaired["skipped"] and repaired["hosts"]["wn-a1"]["changed"] >= 1
+    assert status(fed)["sites"]["site-a"]["missing"] == []  # wn-a1 is back in the pool
 
 
 def test_a_job_asking_for_gpus_is_refused_with_what_the_sites_offer(fed: Path) -> None:
