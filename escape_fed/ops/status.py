@@ -11,13 +11,14 @@ from typing import Any
 from escape_fed.backends import remote
 from escape_fed.backends.condor import PoolAds, query_pool
 from escape_fed.errors import EscapeFedError, OperationFailed
-from escape_fed.model.schema import Federation, Role
+from escape_fed.model.schema import Federation, Mode, Role
 from escape_fed.model.view import (
     HostView,
     cache_url,
     federation_central_manager,
     hosts,
     hosts_with,
+    pool_central_manager,
     site_capacity,
 )
 from escape_fed.ops.deploy import secrets_dir
@@ -48,6 +49,18 @@ def _site_record(missing: list[str]) -> dict[str, Any]:
         "jobs_held": 0,
         "access_points": {},
     }
+
+
+def pool_collectors(fed: Federation) -> list[str]:
+    """Addresses of the collectors of the pools that run jobs (one per site in flock mode)."""
+    out: list[str] = []
+    for name in fed.sites:
+        cm = pool_central_manager(fed, name)
+        if cm is not None and hosts_with(fed, Role.EXECUTE, name):
+            address = f"{cm.address or cm.fqdn}:9618"
+            if address not in out:
+                out.append(address)
+    return out
 
 
 def summarize(fed: Federation, ads: PoolAds) -> dict[str, Any]:
@@ -159,7 +172,16 @@ def status(
     deadline = time.monotonic() + wait
     token_dir = Path(secrets_dir(fed)) / "tokens.d"
     while True:
-        result = summarize(fed, query_pool(collector_address(fed), token_dir))
+        ads = query_pool(collector_address(fed), token_dir)
+        if fed.federation.mode is Mode.FLOCK:
+            # The federation collector gets machine and submitter ads (CONDOR_VIEW_HOST), not
+            # schedd ads: those come from each pool's own collector.
+            schedds: dict[str, dict[str, Any]] = {}
+            for pool in pool_collectors(fed):
+                for ad in query_pool(pool, token_dir).schedds:
+                    schedds[str(ad.get("Name"))] = ad
+            ads = PoolAds(ads.collector, ads.startds, list(schedds.values()), ads.collectors)
+        result = summarize(fed, ads)
         missing = [m for s in result["sites"].values() for m in s.get("missing", [])]
         if not missing or time.monotonic() >= deadline:
             if caches:
