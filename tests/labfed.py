@@ -31,7 +31,8 @@ def lab_copy(source: Path, tag: str, prefix: str, supernet: str, out_dir: Path) 
     data["security"] = {**data.get("security", {}), "secrets_dir": str(base / "secrets")}
     (base / "lab").mkdir(parents=True, exist_ok=True)
     images = base / "lab" / "images"
-    if IMAGES.is_dir() and not images.exists():
+    IMAGES.mkdir(parents=True, exist_ok=True)  # on a fresh machine the first lab builds it here
+    if not images.is_symlink() and not images.exists():
         images.symlink_to(IMAGES)  # share the default lab's cached image
     path = out_dir / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

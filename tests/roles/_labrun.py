@@ -145,7 +145,8 @@ def lab_fixture(
     federation = tmp / "federation.yaml"
     federation.write_text(yaml.safe_dump(data, sort_keys=False))
     state_dir.mkdir(parents=True, exist_ok=True)
-    if IMAGES.is_dir() and not (state_dir / "images").exists():
+    IMAGES.mkdir(parents=True, exist_ok=True)  # on a fresh machine the first lab builds it here
+    if not (state_dir / "images").is_symlink() and not (state_dir / "images").exists():
         (state_dir / "images").symlink_to(IMAGES)  # share the default lab's cached image
     cli("lab", "down", str(federation))  # leftovers of a killed earlier run
     try:
