@@ -7,7 +7,6 @@ code, and the submit -> start latency HTCondor recorded.
 
 from __future__ import annotations
 
-import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from escape_fed.backends import remote
 from escape_fed.errors import BadInput
 from escape_fed.model.schema import Federation, Role
 from escape_fed.model.view import HostView, hosts, hosts_with
+from escape_fed.ops.submit import check_user, choose_access_point
 
 SUBMIT = """\
 universe = vanilla
@@ -54,20 +54,6 @@ class SmokeResult:
 
 def submit_description(site: str, name: str) -> str:
     return SUBMIT.format(site=site, name=name)
-
-
-def _access_point(fed: Federation, site: str, chosen: str | None) -> HostView:
-    aps = hosts_with(fed, Role.ACCESS_POINT)
-    if chosen is not None:
-        for ap in aps:
-            if chosen in (ap.name, ap.fqdn):
-                return ap
-        raise BadInput(
-            f"--access-point {chosen}: not an access point: expected one of "
-            f"{', '.join(a.name for a in aps)}"
-        )
-    own = hosts_with(fed, Role.ACCESS_POINT, site)
-    return own[0] if own else aps[0]
 
 
 def _script(site: str, name: str, timeout: int) -> str:
@@ -141,9 +127,8 @@ def smoke(
                 f"of {', '.join(targets)}"
             )
         targets = [s for s in targets if s in sites]
-    if not shlex.quote(user) == user:
-        raise BadInput(f"--user {user!r}: expected a plain account name")
-    plan = [(s, _access_point(fed, s, access_point)) for s in targets]
+    check_user(user)
+    plan = [(s, choose_access_point(fed, access_point, [s])) for s in targets]
     with ThreadPoolExecutor(max_workers=max(1, len(plan))) as pool:
         futures = [pool.submit(_run_one, fed, s, ap, user, timeout) for s, ap in plan]
         return [f.result() for f in futures]

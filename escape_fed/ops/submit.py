@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from escape_fed.backends import remote
 from escape_fed.errors import BadInput, OperationFailed
 from escape_fed.model.schema import Federation, Role
-from escape_fed.model.view import hosts_with
+from escape_fed.model.view import HostView, hosts_with
 
 CRON_FIELDS = ("cron_minute", "cron_hour", "cron_day_of_month", "cron_month", "cron_day_of_week")
 _CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
@@ -177,25 +177,35 @@ def _description(fed: Federation, req: JobRequest, sites: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def choose_access_point(fed: Federation, chosen: str | None, sites: list[str]) -> HostView:
+    """The access point named by --access-point (name or FQDN), else the first one at one of
+    SITES, else the federation's first. Raises :class:`BadInput` for a name that is none."""
+    aps = hosts_with(fed, Role.ACCESS_POINT)
+    if chosen is not None:
+        for ap in aps:
+            if chosen in (ap.name, ap.fqdn):
+                return ap
+        raise BadInput(
+            f"--access-point {chosen}: not an access point: expected one of "
+            f"{', '.join(a.name for a in aps)}"
+        )
+    near = [a for a in aps if a.site in sites]
+    return (near or list(aps))[0]
+
+
+def check_user(user: str) -> None:
+    """A local account name that is safe on a remote command line, or :class:`BadInput`."""
+    if not _SAFE_ARG.fullmatch(user):
+        raise BadInput(f"--user {user!r}: expected a plain account name")
+
+
 def submit(
     fed: Federation, req: JobRequest, user: str, access_point: str | None = None
 ) -> tuple[str, JobPlan]:
     """Submit at an access point as USER; returns the job id (CLUSTER.PROC) and the plan."""
     plan = plan_job(fed, req)
-    aps = hosts_with(fed, Role.ACCESS_POINT)
-    if access_point is not None:
-        chosen = [a for a in aps if access_point in (a.name, a.fqdn)]
-        if not chosen:
-            raise BadInput(
-                f"--access-point {access_point}: not an access point: expected one "
-                f"of {', '.join(a.name for a in aps)}"
-            )
-        ap = chosen[0]
-    else:
-        own = [a for a in aps if a.site in plan.sites]
-        ap = (own or list(aps))[0]
-    if not _SAFE_ARG.match(user):
-        raise BadInput(f"--user {user!r}: expected a plain account name")
+    ap = choose_access_point(fed, access_point, plan.sites)
+    check_user(user)
     script = (
         f"mkdir -p ~/escape-fed-jobs && cd ~/escape-fed-jobs && "
         f"printf '%s' {shlex.quote(plan.description)} > job.sub && "

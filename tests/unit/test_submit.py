@@ -76,3 +76,17 @@ def test_bad_cron_is_refused(bad: str) -> None:
 def test_arguments_are_quoted_for_htcondor() -> None:
     plan = plan_job(LAB, JobRequest("/bin/sh", ["-c", "echo 'a b' \"q\""]))
     assert "arguments = \"-c 'echo ''a b'' \"\"q\"\"'\"" in plan.description
+
+
+def test_access_point_choice_is_shared_by_submit_and_smoke() -> None:
+    from escape_fed.ops.submit import check_user, choose_access_point
+
+    assert choose_access_point(LAB, None, ["site-b"]).name == "ap-b"  # one near the data
+    assert choose_access_point(LAB, None, ["central"]).name == "ap-a"  # none there: the first
+    assert choose_access_point(LAB, "ap-b.site-b.escape.lab", ["site-a"]).name == "ap-b"
+    with pytest.raises(BadInput, match="--access-point wn-a1: not an access point"):
+        choose_access_point(LAB, "wn-a1", ["site-a"])
+    check_user("escape")
+    for bad in ("root; rm -rf /", "a b", "escape\n"):
+        with pytest.raises(BadInput, match="expected a plain account name"):
+            check_user(bad)
