@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from escape_fed.errors import EXIT_FAILED, EscapeFedError
+from escape_fed.errors import EscapeFedError
 from escape_fed.model import Federation, load_federation
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -106,11 +105,3 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
     ]
     return "\n".join(lines)
-
-
-def fail(message: str, code: int = EXIT_FAILED) -> None:
-    raise EscapeFedError(message, code)
-
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()

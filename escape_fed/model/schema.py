@@ -21,7 +21,6 @@ DNS_RE = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 )
 ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-CRON_FIELD_RE = re.compile(r"^[0-9*/,-]+$")
 
 
 def _name(value: str) -> str:

@@ -17,7 +17,6 @@ from escape_fed.model.schema import (
     Host,
     Mode,
     Role,
-    Site,
 )
 
 LAB_FIRST_HOST = 10  # lab host addresses start at .10 of the site subnet; .1 is the router
@@ -42,9 +41,8 @@ class HostView:
         return role in self.roles
 
 
-def host_names(site: Site, name: str, host: Host) -> list[str]:
+def host_names(name: str, host: Host) -> list[str]:
     """Inventory names of a host entry: itself, or NAME-1..NAME-N for ``count`` > 1."""
-    del site
     if host.count == 1:
         return [name]
     return [f"{name}-{i}" for i in range(1, host.count + 1)]
@@ -76,7 +74,7 @@ def _hosts(fed: Federation) -> tuple[HostView, ...]:
     for site_name, site in fed.sites.items():
         offset = LAB_FIRST_HOST
         for name, host in site.hosts.items():
-            for inv_name in host_names(site, name, host):
+            for inv_name in host_names(name, host):
                 address = host.address
                 if site.backend is Backend.LAB and address is None and site_name in subnets:
                     address = str(subnets[site_name].network_address + offset)
