@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from escape_fed.model.loader import Problem
@@ -238,6 +239,44 @@ def _iam(fed: Federation) -> Iterator[Problem]:
                 f"names {issuer_host!r}, but the federation's issuer host "
                 f"is {issuers[0].fqdn!r}: expected the URL to name it",
             )
+
+
+def _pem_problem(path: str, marker: str, what: str) -> str | None:
+    """Why the PEM file at ``path`` cannot serve as ``what`` (None: it can)."""
+    file = Path(path)
+    try:
+        text = file.read_text(errors="replace")
+    except FileNotFoundError:
+        return f"{path} does not exist: expected {what} on the control machine"
+    except OSError as exc:
+        return f"{path} cannot be read ({exc.strerror}): expected {what}"
+    if f"-----BEGIN {marker}" not in text and not (
+        marker == "PRIVATE KEY" and "PRIVATE KEY-----" in text
+    ):
+        return f"{path} holds no PEM {marker.lower()}: expected {what}"
+    if marker == "PRIVATE KEY" and file.stat().st_mode & 0o077:
+        return f"{path} is readable by others (mode {file.stat().st_mode & 0o777:o}): expected 0600"
+    return None
+
+
+@check
+def _tls_files(fed: Federation) -> Iterator[Problem]:
+    """Sites' own certificates and the CAs that signed them exist, and keys are private."""
+    for i, ca in enumerate(fed.security.trusted_cas):
+        why = _pem_problem(ca, "CERTIFICATE", "a PEM CA certificate")
+        if why:
+            yield Problem(f"security.trusted_cas.{i}", why)
+    for site_name, site in fed.sites.items():
+        for name, host in site.hosts.items():
+            if host.tls is None:
+                continue
+            path = f"sites.{site_name}.hosts.{name}.tls"
+            why = _pem_problem(host.tls.certificate, "CERTIFICATE", "a PEM certificate")
+            if why:
+                yield Problem(f"{path}.certificate", why)
+            why = _pem_problem(host.tls.key, "PRIVATE KEY", "a PEM private key")
+            if why:
+                yield Problem(f"{path}.key", why)
 
 
 @check

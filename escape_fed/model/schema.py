@@ -184,6 +184,15 @@ class Capacity(Strict):
     disk_gb: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 10
 
 
+class HostTls(Strict):
+    """A certificate the site gives for a host instead of one from the deployment CA."""
+
+    certificate: AbsPath = Field(
+        description="PEM certificate (leaf first, then intermediates) on the control machine"
+    )
+    key: AbsPath = Field(description="its PEM private key on the control machine (mode 0600)")
+
+
 class Host(Strict):
     """One host of a site."""
 
@@ -199,6 +208,10 @@ class Host(Strict):
         default=1, description="cloud and kubernetes sites: how many identical instances"
     )
     flavor: str | None = Field(default=None, description="cloud instance type / flavor")
+    tls: HostTls | None = Field(
+        default=None,
+        description="the site's own certificate for this host (default: the deployment CA's)",
+    )
 
 
 class Storage(Strict):
@@ -285,6 +298,11 @@ class Security(Strict):
     secrets_dir: AbsPath = Field(
         default="/var/lib/escape-fed/secrets",
         description="control-machine directory for generated secrets (outside any inventory)",
+    )
+    trusted_cas: tuple[AbsPath, ...] = Field(
+        default=(),
+        description="extra CA certificates (PEM, control machine) every host trusts: the CAs "
+        "that signed sites' own certificates",
     )
     encryption: Literal["REQUIRED"] = "REQUIRED"
     integrity: Literal["REQUIRED"] = "REQUIRED"

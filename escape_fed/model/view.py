@@ -15,6 +15,7 @@ from escape_fed.model.schema import (
     Capacity,
     Federation,
     Host,
+    HostTls,
     Mode,
     Role,
 )
@@ -36,6 +37,7 @@ class HostView:
     ssh_user: str
     ssh_port: int
     flavor: str | None
+    tls: HostTls | None = None
 
     def has(self, role: Role) -> bool:
         return role in self.roles
@@ -95,6 +97,7 @@ def _hosts(fed: Federation) -> tuple[HostView, ...]:
                         ssh_user=host.ssh_user,
                         ssh_port=host.ssh_port,
                         flavor=host.flavor,
+                        tls=host.tls,
                     )
                 )
     return tuple(out)

@@ -59,6 +59,8 @@ def _host_vars(fed: Federation, h: HostView) -> dict[str, Any]:
     }
     if h.capacity is not None:
         out["escape_fed_host"]["capacity"] = h.capacity.model_dump()
+    if h.tls is not None:  # paths on the control machine; the key itself is never rendered
+        out["escape_fed_host"]["tls"] = h.tls.model_dump()
     return out
 
 
@@ -107,6 +109,7 @@ def _all_vars(fed: Federation) -> dict[str, Any]:
         "escape_fed_security": {
             "encryption": fed.security.encryption,
             "integrity": fed.security.integrity,
+            "trusted_cas": list(fed.security.trusted_cas),
         },
         # Only a path on the control machine: deploys keep generated secrets there, never here.
         "escape_fed_secrets_dir": f"{fed.security.secrets_dir}/{fed.federation.name}",

@@ -138,3 +138,36 @@ def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
     fed = load_federation(path)
     cap = fed.sites["site-b"].hosts["wn-b1"].capacity
     assert cap is not None and (cap.cpus, cap.memory_mb) == (4, 2048)
+
+
+def _own_cert_federation(tmp_path: Path, key_mode: int) -> Path:
+    """The base federation where the cache host gives its own certificate (and its CA)."""
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    (tmp_path / "site.crt").write_text(pem)
+    (tmp_path / "site-ca.crt").write_text(pem)
+    key = tmp_path / "site.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
+    key.chmod(key_mode)
+    text = (BROKEN / "_base.yaml").read_text().replace(
+        "      xc-a: {roles: [cache]}",
+        f"      xc-a:\n        roles: [cache]\n"
+        f"        tls: {{certificate: {tmp_path}/site.crt, key: {key}}}",
+    )
+    text += f"security:\n  trusted_cas: [{tmp_path}/site-ca.crt]\n"
+    path = tmp_path / "own.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_site_may_give_its_own_certificate(tmp_path: Path) -> None:
+    fed = load_federation(_own_cert_federation(tmp_path, 0o600))
+    tls = fed.sites["site-a"].hosts["xc-a"].tls
+    assert tls is not None and tls.key == str(tmp_path / "site.key")
+    assert fed.security.trusted_cas == (str(tmp_path / "site-ca.crt"),)
+
+
+def test_an_own_key_readable_by_others_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(FederationFileError) as info:
+        load_federation(_own_cert_federation(tmp_path, 0o644))
+    assert [p.path for p in info.value.problems] == ["sites.site-a.hosts.xc-a.tls.key"]
+    assert "readable by others (mode 644): expected 0600" in info.value.message
