@@ -45,11 +45,17 @@ ROLE_PACKAGES: tuple[str, ...] = (
     "python3-authlib",
     "python3-joserfc",
     "python3-flask",
+    "gunicorn",
+    "apache2",
+    "libapache2-mod-auth-openidc",
+    "curl",
 )
 # Services the packages enable at install time; the roles enable what a host really runs.
 DISABLED_UNITS: tuple[str, ...] = (
     "condor.service",
     "nginx.service",
+    "apache2.service",
+    "apache-htcacheclean.service",
     "apt-daily.timer",
     "apt-daily-upgrade.timer",
     "dpkg-db-backup.timer",

@@ -61,6 +61,6 @@ def test_image_hash_covers_the_package_list(tmp_path: Path) -> None:
     base = demo_spec(tmp_path)
     other = demo_spec(tmp_path / "elsewhere")
     assert image_hash(base) == image_hash(other)  # the state dir is not part of the recipe
-    extra = base.__class__(**{**base.__dict__, "image_packages": ("curl",)})
+    extra = base.__class__(**{**base.__dict__, "image_packages": ("jq",)})
     assert image_hash(extra) != image_hash(base)
     assert SUITE == "trixie"
