@@ -13,6 +13,7 @@ from escape_fed.cli.lab import lab
 from escape_fed.cli.model_cmds import facilities, plan, render, validate
 from escape_fed.cli.operate import smoke, status
 from escape_fed.cli.submit import submit
+from escape_fed.cli.token_cmd import token
 from escape_fed.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 HELP = f"""Stand up islands of compute next to data-lake storage and join them into one
@@ -43,3 +44,4 @@ def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 
 for command in (validate, render, plan, facilities, deploy, status, smoke, submit, lab, demo):
     main.add_command(command)
+main.add_command(token)

@@ -38,8 +38,13 @@ class TokenLab:
     _tokens: dict[str, str] = field(default_factory=dict)
 
     @property
+    def secrets(self) -> Path:
+        """The federation's secrets directory on the control machine."""
+        return Path(self.fed.security.secrets_dir) / self.fed.federation.name
+
+    @property
     def ca(self) -> Path:
-        return Path(self.fed.security.secrets_dir) / "ca" / "ca.crt"
+        return self.secrets / "ca" / "ca.crt"
 
     @property
     def state_dir(self) -> Path:
@@ -76,6 +81,10 @@ class TokenLab:
         proc = self.ssh(self.issuer_host, f'cat "{ISSUER_KEYS}/$(cat {ISSUER_KEYS}/active).jwk"')
         key: dict[str, Any] = json.loads(proc.stdout)
         return key
+
+    def fetched_tokens(self) -> list[str]:
+        """Every token :meth:`token` fetched so far."""
+        return list(self._tokens.values())
 
     def token(self, group: str, *extra: str) -> str:
         """A real token for ``group`` from the lab issuer, fetched by `escape-fed token`."""

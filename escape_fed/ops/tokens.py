@@ -1,0 +1,259 @@
+"""token: fetch a WLCG access token for an IAM group from the federation's issuer (lab and dev).
+
+Uses the group's lab client (made by the token_issuer role: client id
+``<federation>-<last element of the group>``, secret on the control machine under
+``<secrets_dir>/<federation>/iam/clients/``) and the OAuth2 client-credentials grant through
+Authlib's requests client, verifying TLS against the deployment CA. The token goes to a file
+(mode 0600, written atomically) and is never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from authlib.integrations.requests_client import (  # type: ignore[import-untyped]
+    OAuth2Session,
+    OAuthError,
+)
+from requests.adapters import HTTPAdapter
+
+from escape_fed.errors import BadInput, OperationFailed
+from escape_fed.model.schema import Federation
+from escape_fed.model.view import hosts
+
+GROUP_SCOPE = "wlcg.groups"
+TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class TokenSummary:
+    """What `escape-fed token` tells the user: everything but the token."""
+
+    file: str
+    group: str
+    client_id: str
+    issuer: str
+    audience: str | None
+    scopes: list[str]
+    expires_in: int | None
+    expires_at: str | None  # ISO 8601, UTC
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def client_id(fed: Federation, group: str) -> str:
+    """The lab client of an IAM group: ``<federation>-<last path element of the group>``."""
+    return f"{fed.federation.name}-{group.rstrip('/').rsplit('/', 1)[-1]}"
+
+
+def clients_dir(fed: Federation) -> Path:
+    return Path(fed.security.secrets_dir) / fed.federation.name / "iam" / "clients"
+
+
+def ca_file(fed: Federation) -> Path:
+    return Path(fed.security.secrets_dir) / fed.federation.name / "ca" / "ca.crt"
+
+
+class LabAddress(HTTPAdapter):
+    """Reach a lab host by its lab address (the control machine has no DNS for the lab) while
+    TLS still checks the certificate against the host's name."""
+
+    def __init__(self, hostname: str, address: str) -> None:
+        self._hostname = hostname
+        self._address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["server_hostname"] = self._hostname
+        kwargs["assert_hostname"] = self._hostname
+        super().init_poolmanager(*args, **kwargs)
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        parts = urlsplit(request.url or "")
+        if parts.hostname == self._hostname:
+            request.headers["Host"] = parts.netloc
+            port = f":{parts.port}" if parts.port else ""
+            request.url = urlunsplit(parts._replace(netloc=f"{self._address}{port}"))
+        return super().send(request, *args, **kwargs)
+
+
+def _lab_address(fed: Federation, hostname: str) -> str | None:
+    for host in hosts(fed):
+        if host.fqdn == hostname and host.address and fed.sites[host.site].backend.value == "lab":
+            return host.address
+    return None
+
+
+def _check_output(out: Path) -> None:
+    if out.is_dir():
+        raise BadInput(f"{out} is a directory: give the path of the token file to write")
+    if not out.parent.is_dir():
+        raise BadInput(f"{out.parent}: no such directory for the token file")
+
+
+def _read_secret(fed: Federation, cid: str) -> str:
+    path = clients_dir(fed) / f"{cid}.secret"
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise OperationFailed(
+            f"no secret for client {cid} at {path}: the lab issuer is not deployed yet "
+            "(run 'escape-fed deploy FILE'); with a real IAM, get tokens from it instead "
+            "(e.g. oidc-agent)"
+        ) from None
+    except OSError as exc:
+        raise OperationFailed(f"cannot read the secret of client {cid}: {exc.strerror}") from None
+    if not secret:
+        raise OperationFailed(f"{path} is empty: redeploy to make the client secret again")
+    return secret
+
+
+def write_private(out: Path, text: str) -> None:
+    """Write TEXT to OUT atomically, mode 0600 from the start."""
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _ca(fed: Federation) -> str:
+    ca = ca_file(fed)
+    if not ca.is_file():
+        raise OperationFailed(
+            f"no deployment CA at {ca}: the lab issuer is not deployed yet "
+            "(run 'escape-fed deploy FILE')"
+        )
+    return str(ca)
+
+
+def _mount_lab(fed: Federation, session: requests.Session) -> None:
+    issuer = urlsplit(fed.iam.issuer)
+    address = _lab_address(fed, issuer.hostname or "")
+    if address:
+        session.mount(f"https://{issuer.netloc}/", LabAddress(issuer.hostname or "", address))
+
+
+def issuer_http(fed: Federation) -> requests.Session:
+    """A requests session for the federation's issuer: TLS checked against the deployment CA
+    (pass ``verify=session.verify`` on each request: REQUESTS_CA_BUNDLE would win otherwise),
+    lab hosts reached at their lab address."""
+    session = requests.Session()
+    session.verify = _ca(fed)
+    _mount_lab(fed, session)
+    return session
+
+
+def _session(fed: Federation, cid: str, secret: str, scope: str) -> OAuth2Session:
+    session = OAuth2Session(
+        cid, secret, token_endpoint_auth_method="client_secret_basic", scope=scope
+    )
+    session.verify = _ca(fed)  # and on every request: REQUESTS_CA_BUNDLE would win otherwise
+    _mount_lab(fed, session)
+    return session
+
+
+def _discover(session: OAuth2Session, issuer: str) -> str:
+    """The token endpoint from the issuer's discovery document (whose issuer must match)."""
+    url = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
+    resp = session.get(url, timeout=TIMEOUT_S, verify=session.verify, withhold_token=True)
+    if resp.status_code != 200:
+        raise OperationFailed(f"issuer discovery {url} answered HTTP {resp.status_code}")
+    try:
+        meta: Mapping[str, Any] = resp.json()
+    except ValueError:
+        raise OperationFailed(f"issuer discovery {url} did not answer JSON") from None
+    if meta.get("issuer") != issuer:
+        raise OperationFailed(
+            f"issuer discovery {url} names issuer {meta.get('issuer')!r}, not {issuer!r}"
+        )
+    endpoint = meta.get("token_endpoint")
+    if not isinstance(endpoint, str) or not endpoint.startswith("https://"):
+        raise OperationFailed(f"issuer discovery {url} has no https token_endpoint")
+    return endpoint
+
+
+def fetch_token(
+    fed: Federation,
+    group: str,
+    out: Path,
+    scopes: Sequence[str] = (),
+    audience: str | None = None,
+) -> TokenSummary:
+    """Fetch a token for GROUP from the federation's issuer and write it to OUT (0600).
+
+    ``scopes``: a subset of the group's scopes (default: all the issuer grants the group).
+    """
+    if group not in fed.iam.groups:
+        known = ", ".join(sorted(fed.iam.groups)) or "none"
+        raise BadInput(f"--group {group}: no such IAM group in the model (groups: {known})")
+    bad = [s for s in scopes if not s or any(c.isspace() for c in s)]
+    if bad:
+        raise BadInput(f"--scope {bad[0]!r}: one scope per --scope, without spaces")
+    _check_output(out)
+    cid = client_id(fed, group)
+    secret = _read_secret(fed, cid)
+    scope = " ".join([f"{GROUP_SCOPE}:{group}", *scopes])
+    issuer = fed.iam.issuer
+    extra = {"audience": audience} if audience else {}
+    try:
+        with _session(fed, cid, secret, scope) as session:
+            endpoint = _discover(session, issuer)
+            token = session.fetch_token(
+                endpoint,
+                grant_type="client_credentials",
+                timeout=TIMEOUT_S,
+                verify=session.verify,
+                **extra,
+            )
+    except OAuthError as exc:
+        what = f"{exc.error}: {exc.description}" if exc.description else exc.error
+        if exc.error in ("invalid_scope", "invalid_target"):
+            raise BadInput(f"the issuer refused the request ({what})") from None
+        if exc.error == "invalid_client":
+            raise OperationFailed(
+                f"the issuer refused client {cid} ({what}): redeploy the issuer so that it "
+                "knows the secret on this machine"
+            ) from None
+        raise OperationFailed(f"the issuer refused the request ({what})") from None
+    except requests.exceptions.SSLError as exc:
+        raise OperationFailed(
+            f"TLS to the issuer {issuer} failed (checked against {ca_file(fed)}): {exc}"
+        ) from None
+    except (requests.exceptions.RequestException, ValueError) as exc:
+        raise OperationFailed(f"issuer {issuer} unreachable: {exc}") from None
+    access = token.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise OperationFailed(f"the issuer {issuer} answered without an access_token")
+    expires_in = token.get("expires_in")
+    expires_at = token.get("expires_at")
+    write_private(out, access + "\n")
+    return TokenSummary(
+        file=str(out),
+        group=group,
+        client_id=cid,
+        issuer=issuer,
+        audience=audience or fed.iam.audience,
+        scopes=str(token.get("scope") or "").split(),
+        expires_in=int(expires_in) if expires_in is not None else None,
+        expires_at=(
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(expires_at)))
+            if expires_at is not None
+            else None
+        ),
+    )
