@@ -28,6 +28,11 @@ from tests.labfed import cli, lab_copy
 ISSUER_KEYS = "/var/lib/escape-fed-issuer/keys"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Key rotation changes the issuer every other token test relies on: run it last."""
+    items.sort(key=lambda item: item.get_closest_marker("rotation") is not None)
+
+
 @dataclass
 class TokenLab:
     """A deployed lab federation, as the token tests see it."""

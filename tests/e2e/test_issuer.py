@@ -322,6 +322,7 @@ def test_no_token_in_the_issuer_journal(token_lab: TokenLab) -> None:
 # --- key rotation -----------------------------------------------------------------------------
 
 
+@pytest.mark.rotation
 def test_key_rotation_without_restart(token_lab: TokenLab) -> None:
     host = token_lab.issuer_host
     pid = main_pid(token_lab)
