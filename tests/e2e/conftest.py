@@ -70,6 +70,7 @@ class TokenLab:
             ssh_command(self.state_dir, host, command),
             capture_output=True,
             text=True,
+            errors="replace",  # logs and binary files are read as text too
             timeout=300,
             check=False,
         )
