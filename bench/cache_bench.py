@@ -2,7 +2,8 @@
 
 cache-a is pointed at site-b's origin (--extra-vars xcache_origin), so every cache miss crosses
 the WAN link (100 Mbit, tbf). A job's host at site-a (wn-a1) reads site-b's 100 MiB file
-directly from the origin and through its site's cache, in the same run. Prints `name value`:
+directly from the origin and through its site's cache, in the same run, with a real token of
+group /escape/hep from the lab issuer (ztn, over TLS, as a job reads). Prints `name value`:
   cache.origin_wan_s     read from origin-b across the WAN link (median)
   cache.first_read_s     first read through cache-a (a miss: crosses the WAN link once)
   cache.hit_s            later reads through cache-a (median)
@@ -29,6 +30,7 @@ from tests.roles.xrootd_lab import (  # noqa: E402
     BENCH_FILE,
     CACHE_ROOT,
     COLLISIONS,
+    HEP,
     data_lab,
     timed_reads,
 )
@@ -52,6 +54,9 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ef-cache-bench-"))
     for lab in data_lab(tmp, "bench-cache", "efc", "10.86.0.0/16"):
+        issuer = lab.deploy_issuer()
+        if issuer.rc != 0:
+            sys.exit(f"iam.yml failed:\n{issuer.output[-3000:]}")
         run = lab.playbook()
         if run.rc != 0:
             sys.exit(f"data.yml failed:\n{run.output[-3000:]}")
@@ -60,6 +65,7 @@ def main() -> None:
         )
         if cross.rc != 0:
             sys.exit(f"pointing cache-a at origin-b failed:\n{cross.output[-3000:]}")
+        lab.give_token("wn-a1", HEP)
         path = f"{COLLISIONS}/{BENCH_FILE}"
 
         origin = statistics.median(_reads(lab, f"{ORIGIN_B}/{path}", args.reps))

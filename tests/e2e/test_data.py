@@ -5,7 +5,9 @@ serving what it holds when its origin is down, and says clearly what it cannot s
 An isolated lab copy (prefix efy, 10.89.0.0/16) with playbooks/data.yml applied. In the model
 site-a's cache fronts site-a's origin; this test points cache-a at origin-b with
 `--extra-vars xcache_origin=root://origin-b...:1094` (a role variable override, the way a site
-admin would front a remote RSE), so that every cache miss crosses the WAN link.
+admin would front a remote RSE), so that every cache miss crosses the WAN link. The lab
+token issuer is deployed first (playbooks/iam.yml): the job hosts read with a real token of
+group /escape/hep (`escape-fed token`), as a job does.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import pytest
 
 from tests.roles.xrootd_lab import (
     CACHE_ROOT,
+    CLIENT_ENV,
     COLLISIONS,
+    HEP,
     ORIGIN_ROOT,
     DataLab,
     data_lab,
@@ -40,20 +44,30 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataLab]:
     if os.geteuid() != 0:
         pytest.skip("the lab tier needs root")
     for lab in data_lab(tmp_path_factory.mktemp("data"), "e2e-data", "efy", "10.89.0.0/16"):
+        issuer = lab.deploy_issuer()
+        assert issuer.rc == 0, issuer.output[-5000:]
         run = lab.playbook()
         assert run.rc == 0, run.output[-5000:]
         cross = lab.playbook(
             "--limit", "cache-a", "--extra-vars", json.dumps({"xcache_origin": ORIGIN_B})
         )
         assert cross.rc == 0, cross.output[-5000:]
+        for host in ("wn-a1", "wn-a2"):
+            lab.give_token(host, HEP)
         yield lab
 
 
 def origin_b_answers(lab: DataLab) -> bool:
-    """origin-b answers cache-a on root:// (a short client window: a down origin fails fast)."""
+    """origin-b answers cache-a on root:// (a short client window: a down origin fails fast).
+
+    Asked as the cache connects: from a cache host the origins accept only the cache's own
+    credential (its sss key, read by the server's account)."""
     probe = f"xrdfs {ORIGIN_B.removeprefix('root://')} query config version"
-    env = "XRD_CONNECTIONWINDOW=2 XRD_CONNECTIONRETRY=1"
-    return lab.ssh("cache-a", f"{env} {probe}").returncode == 0
+    env = (
+        "XRD_CONNECTIONWINDOW=2 XRD_CONNECTIONRETRY=1 XrdSecPROTOCOL=sss "
+        "XrdSecSSSKT=/etc/xrootd/sss-xcache.keytab X509_CERT_DIR=/etc/ssl/certs"
+    )
+    return lab.ssh("cache-a", f"runuser -u xrootd -- env {env} {probe}").returncode == 0
 
 
 def test_cache_a_fronts_site_b_across_the_wan(lab: DataLab) -> None:
@@ -70,7 +84,7 @@ def test_first_read_comes_from_the_origin_then_from_the_cache_disk(lab: DataLab)
     assert origin_opens(lab, "origin-b", path) == 0
 
     sent = tx_bytes(lab, "origin-b")
-    got = lab.out("wn-a1", f"xrdcp -s {CACHE_A}{path} - | sha256sum").split()[0]
+    got = lab.out("wn-a1", f"{CLIENT_ENV} xrdcp -s {CACHE_A}{path} - | sha256sum").split()[0]
     first = tx_bytes(lab, "origin-b") - sent
     assert got == want
     assert origin_opens(lab, "origin-b", path) == 1
@@ -79,7 +93,7 @@ def test_first_read_comes_from_the_origin_then_from_the_cache_disk(lab: DataLab)
     assert f"{CACHE_ROOT}{path} {4 * MIB}" in held and ".cinfo" in held
 
     sent = tx_bytes(lab, "origin-b")
-    got = lab.out("wn-a2", f"xrdcp -s {CACHE_A}{path} - | sha256sum").split()[0]
+    got = lab.out("wn-a2", f"{CLIENT_ENV} xrdcp -s {CACHE_A}{path} - | sha256sum").split()[0]
     again = tx_bytes(lab, "origin-b") - sent
     assert got == want
     assert origin_opens(lab, "origin-b", path) == 1  # the origin saw one read, not two
@@ -96,14 +110,16 @@ def test_with_its_origin_down_the_cache_serves_what_it_holds_and_refuses_the_res
     lab: DataLab,
 ) -> None:
     held = f"{COLLISIONS}/file-001.dat"
-    lab.out("wn-a1", f"xrdcp -f -s {CACHE_A}{held} /dev/null")  # held (also when run alone)
+    lab.out(
+        "wn-a1", f"{CLIENT_ENV} xrdcp -f -s {CACHE_A}{held} /dev/null"
+    )  # held (also when run alone)
     not_held = f"{COLLISIONS}/file-002.dat"
     assert lab.ssh("cache-a", f"test -e {CACHE_ROOT}{not_held}").returncode == 1
     want = lab.out("origin-b", f"sha256sum {ORIGIN_ROOT}{held}").split()[0]
     lab.out("origin-b", "systemctl stop xrootd@origin")
     try:
         assert not origin_b_answers(lab)
-        got = lab.out("wn-a1", f"xrdcp -s {CACHE_A}{held} - | sha256sum").split()[0]
+        got = lab.out("wn-a1", f"{CLIENT_ENV} xrdcp -s {CACHE_A}{held} - | sha256sum").split()[0]
         assert got == want
 
         [(seconds, rc, err)] = timed_reads(lab, "wn-a1", f"{CACHE_A}{not_held}")

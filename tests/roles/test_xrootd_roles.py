@@ -1,8 +1,10 @@
 """The data roles (xrootd_origin, xcache, tls_ca) on real lab hosts: converge, idempotence, verify.
 
 One isolated lab for the module (prefix efx, 10.85.0.0/16), booted and rendered through the CLI;
-playbooks/data.yml runs with escape-fed's Ansible environment; checks go over `lab ssh` (host
-keys checked) and, for HTTPS, from the control machine with the deployment CA.
+playbooks/iam.yml (the lab token issuer: origins and caches read only with a token) then
+playbooks/data.yml run with escape-fed's Ansible environment; checks go over `lab ssh` (host
+keys checked) and, for HTTPS, from the control machine with the deployment CA. Clients read with
+a real token from the issuer. The token matrix itself is tests/e2e/test_tokens_data.py.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from collections.abc import Iterator
 import pytest
 
 from tests.roles.xrootd_lab import (
+    ASTRO,
     CACHE_ROOT,
+    CLIENT_ENV,
     COLLISIONS,
+    EMBARGOED_FILE,
+    HEP,
     ORIGIN_ROOT,
     SKY,
+    TOKEN_FILE,
     DataLab,
     PlaybookRun,
     data_lab,
@@ -50,6 +57,8 @@ def _started(lab: DataLab) -> dict[str, str]:
 def converged(lab: DataLab) -> PlaybookRun:
     syntax = lab.playbook("--syntax-check")
     assert syntax.rc == 0, syntax.output
+    issuer = lab.deploy_issuer()
+    assert issuer.rc == 0, issuer.output[-5000:]
     run = lab.playbook()
     assert run.rc == 0, run.output[-5000:]
     return run
@@ -104,8 +113,8 @@ def test_root_and_https_ports_listen_and_the_lab_address_is_the_only_outside_one
         assert [a for a in addrs if "/" in a] == [f"{lab.address(host)}/24"]
 
 
-# Known and reported: no authentication is configured yet (token authorisation comes with IAM).
-KNOWN_WARNINGS = ("'xrootd.seclib' not specified; strong authentication disabled",)
+# Known: request signing (sec.level) is off; requests are protected by TLS instead.
+KNOWN_WARNINGS = ("Security level is set to none; request protection disabled",)
 
 
 def _unexpected_warnings(log: str) -> list[str]:
@@ -122,10 +131,14 @@ def test_configs_load_as_written(lab: DataLab, converged: PlaybookRun) -> None:
         log = lab.out(host, "cat /var/log/xrootd/origin/xrootd.log")
         assert _unexpected_warnings(log) == []
         assert f"origin@{lab.fqdn(host)}:{HTTPS_PORT} initialization completed" in log
+        assert "XrdAccSciTokens: Initialized SciTokens-based authorization" in log
+        assert "Parsing configuration file: /etc/xrootd/scitokens-origin.cfg" in log
     for host in CACHES:
         log = lab.out(host, "cat /var/log/xrootd/xcache/xrootd.log")
         assert _unexpected_warnings(log) == []
         assert "initialization completed" in log
+        assert "XrdAccSciTokens: Initialized SciTokens-based authorization" in log
+        assert "Parsing configuration file: /etc/xrootd/scitokens-xcache.cfg" in log
         # The model's cache: ram_gb 1, disk_gb 2 at watermarks 0.90 / 0.95.
         effective = log.rsplit("pfc configuration:", 1)[1]
         assert "pfc.ram 1g" in effective
@@ -139,11 +152,15 @@ def test_health_check_answers_from_another_host(lab: DataLab, converged: Playboo
 
 
 def test_each_origin_holds_its_own_synthetic_dataset(lab: DataLab, converged: PlaybookRun) -> None:
-    listing = lab.out("origin-a", f"xrdfs origin-a.site-a.escape.lab:1094 ls -l {SKY}")
+    lab.give_token("origin-a", HEP)  # a dataset is readable with any group's token
+    lab.give_token("origin-b", ASTRO)
+    listing = lab.out("origin-a", f"{CLIENT_ENV} xrdfs origin-a.site-a.escape.lab:1094 ls -l {SKY}")
     assert "104857600 " in listing and f"{SKY}/bench-100mib.dat" in listing
     assert listing.count("4194304 ") == 4
     assert lab.ssh("origin-a", f"test -e {ORIGIN_ROOT}{COLLISIONS}").returncode == 1
-    listing = lab.out("origin-b", f"xrdfs origin-b.site-b.escape.lab:1094 ls {COLLISIONS}")
+    listing = lab.out(
+        "origin-b", f"{CLIENT_ENV} xrdfs origin-b.site-b.escape.lab:1094 ls {COLLISIONS}"
+    )
     assert f"{COLLISIONS}/file-001.dat" in listing
     sums = {
         h: lab.out(h, f"sha256sum {ORIGIN_ROOT}{d}/file-001.dat").split()[0]
@@ -152,13 +169,46 @@ def test_each_origin_holds_its_own_synthetic_dataset(lab: DataLab, converged: Pl
     assert sums["origin-a"] != sums["origin-b"]
 
 
+def test_each_origin_holds_every_groups_embargoed_files(
+    lab: DataLab, converged: PlaybookRun
+) -> None:
+    for host in ORIGINS:
+        for group in (ASTRO, HEP):
+            path = f"{ORIGIN_ROOT}{group}/embargoed/{EMBARGOED_FILE}"
+            assert lab.out(host, f"stat -c '%s %a' {path}") == "1048576 644"
+    sums = {
+        h: lab.out(h, f"sha256sum {ORIGIN_ROOT}{ASTRO}/embargoed/{EMBARGOED_FILE}") for h in ORIGINS
+    }
+    assert sums["origin-a"].split()[0] != sums["origin-b"].split()[0]
+
+
 def test_origin_exports_read_only(lab: DataLab, converged: PlaybookRun) -> None:
+    assert "all.export /escape r/o" in lab.out("origin-a", "cat /etc/xrootd/xrootd-origin.cfg")
+    lab.give_token("ap-a", ASTRO)  # storage.read only: no token grants writing
     proc = lab.ssh(
         "ap-a",
-        f"echo x > /tmp/x && xrdcp /tmp/x root://origin-a.site-a.escape.lab:1094/{SKY}/new.dat",
+        f"echo x > /tmp/x && {CLIENT_ENV} xrdcp /tmp/x "
+        f"root://origin-a.site-a.escape.lab:1094/{SKY}/new.dat",
     )
     assert proc.returncode != 0
-    assert "file path marked read/only" in proc.stderr, proc.stderr
+    assert "permission denied" in proc.stderr, proc.stderr
+    assert lab.ssh("origin-a", f"test -e {ORIGIN_ROOT}{SKY}/new.dat").returncode == 1
+
+
+def test_no_token_no_read_at_every_origin_and_cache(lab: DataLab, converged: PlaybookRun) -> None:
+    for host, path in (
+        ("origin-a", SKY),
+        ("cache-a", SKY),
+        ("origin-b", COLLISIONS),
+        ("cache-b", COLLISIONS),
+    ):
+        proc = lab.ssh(
+            "ap-a",
+            f"rm -f {TOKEN_FILE}; X509_CERT_DIR=/etc/ssl/certs xrdcp -f -s "
+            f"root://{lab.fqdn(host)}:1094/{path}/file-001.dat /dev/null",
+        )
+        assert proc.returncode != 0
+        assert "permission denied" in proc.stderr, (host, proc.stderr)
 
 
 def test_a_file_read_through_the_cache_is_the_origins_and_lands_on_the_cache_disk(
@@ -166,7 +216,10 @@ def test_a_file_read_through_the_cache_is_the_origins_and_lands_on_the_cache_dis
 ) -> None:
     path = f"{SKY}/file-001.dat"
     want = lab.out("origin-a", f"sha256sum {ORIGIN_ROOT}{path}").split()[0]
-    got = lab.out("wn-a1", f"xrdcp -s root://cache-a.site-a.escape.lab:1094/{path} - | sha256sum")
+    lab.give_token("wn-a1", ASTRO)
+    got = lab.out(
+        "wn-a1", f"{CLIENT_ENV} xrdcp -s root://cache-a.site-a.escape.lab:1094/{path} - | sha256sum"
+    )
     assert got.split()[0] == want
     files = lab.out("cache-a", f"ls {CACHE_ROOT}{SKY}").split()
     assert {"file-001.dat", "file-001.dat.cinfo"} <= set(files)
@@ -179,10 +232,13 @@ def test_https_read_through_the_cache_with_the_deployment_ca(
     want = lab.out("origin-a", f"sha256sum {ORIGIN_ROOT}{path}").split()[0]
     ca = lab.secrets_dir / "ca" / "ca.crt"
     fqdn = lab.fqdn("cache-a")
+    token = lab.token(ASTRO)
     proc = subprocess.run(
         [
             "curl",
             "-sSf",
+            "-H",
+            f"Authorization: Bearer {token}",
             "--cacert",
             str(ca),
             "--resolve",
@@ -215,11 +271,15 @@ def test_https_read_through_the_cache_with_the_deployment_ca(
 
 
 def test_execute_nodes_trust_the_deployment_ca(lab: DataLab, converged: PlaybookRun) -> None:
-    script = "import sys, urllib.request; print(len(urllib.request.urlopen(sys.argv[1]).read()))"
-    got = lab.python(
-        "wn-b1", script, f"https://cache-b.site-b.escape.lab:{HTTPS_PORT}{COLLISIONS}/file-001.dat"
+    lab.give_token("wn-b1", HEP)
+    script = (
+        "import sys, urllib.request as u\n"
+        "token = open(sys.argv[2]).read().strip()\n"
+        "req = u.Request(sys.argv[1], headers={'Authorization': 'Bearer ' + token})\n"
+        "print(len(u.urlopen(req).read()))"
     )
-    assert got == "4194304"
+    url = f"https://cache-b.site-b.escape.lab:{HTTPS_PORT}{COLLISIONS}/file-001.dat"
+    assert lab.python("wn-b1", script, url, TOKEN_FILE) == "4194304"
 
 
 def test_secrets_are_owner_only_and_the_ca_key_stays_on_the_control_machine(
@@ -249,6 +309,8 @@ def test_preflight_fails_before_any_change_naming_the_variable(
         '{"xcache_low_watermark": 0.96}': "low_watermark",
         '{"xcache_path": "var/cache"}': "xcache_path",
         '{"xrootd_origin_paths": ["escape"]}': "xrootd_origin_paths",
+        '{"xcache_token_key_refresh_s": 5}': "xcache_token_key_refresh_s",
+        '{"xrootd_origin_token_issuer": "http://gateway"}': "xrootd_origin_token_issuer",
     }
     for extra, name in cases.items():
         run = lab.playbook("--limit", "cache-a,origin-a", "--extra-vars", extra)

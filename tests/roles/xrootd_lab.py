@@ -1,9 +1,12 @@
 """A lab for the data layer (XRootD origins, XCaches, the deployment CA), driven like a user.
 
 Boots an isolated copy of the lab federation with the CLI (`lab up`, `render`), runs
+playbooks/iam.yml (the lab token issuer: origins and caches read only with a token) and
 playbooks/data.yml with escape-fed's Ansible environment, reaches hosts with `lab ssh`, and
-always takes the lab down. Shared by tests/roles/test_xrootd_roles.py, tests/e2e/test_data.py
-and bench/cache_bench.py.
+always takes the lab down. Clients on lab hosts read with a real token from the issuer
+(`escape-fed token`) in a file (BEARER_TOKEN_FILE: XRootD's ztn), over TLS with the CA
+certificates of the system store (X509_CERT_DIR): see CLIENT_ENV and DataLab.give_token.
+Shared by tests/roles/test_xrootd_roles.py, tests/e2e/test_data.py and bench/cache_bench.py.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 import yaml
 
 from escape_fed.backends.ansible import ansible_env, executable
+from escape_fed.lab.runtime import ssh_command
+from escape_fed.model import load_federation
 from tests.conftest import LAB_FEDERATION, ROOT
 from tests.labfed import cli, lab_copy
 
@@ -29,12 +34,20 @@ RECAP = re.compile(
     re.M,
 )
 DATA_PLAYBOOK = ROOT / "playbooks" / "data.yml"
+IAM_PLAYBOOK = ROOT / "playbooks" / "iam.yml"
 # The synthetic datasets of the lab federation (role defaults of xrootd_origin).
 SKY = "/escape/astro/sky-survey-dr1"  # held by site-a (origin-a)
 COLLISIONS = "/escape/hep/collisions-2026"  # held by site-b (origin-b)
 ORIGIN_ROOT = "/srv/xrootd"  # xrootd_origin_localroot
 CACHE_ROOT = "/var/cache/xrootd"  # the lab's cache.path
 BENCH_FILE = "bench-100mib.dat"
+ASTRO = "/escape/astro"  # an IAM group of the lab federation (token scopes: both datasets and
+HEP = "/escape/hep"  # the group's own embargoed area, /escape/<group>/embargoed)
+EMBARGOED_FILE = "notes-001.dat"  # in every group's embargoed area, on every origin
+# Where a client on a lab host finds its token (DataLab.give_token) and the CA certificates
+# XRootD's client checks servers with (the system store: tls_ca puts the deployment CA there).
+TOKEN_FILE = "/root/escape-fed.token"
+CLIENT_ENV = f"X509_CERT_DIR=/etc/ssl/certs BEARER_TOKEN_FILE={TOKEN_FILE}"
 
 
 @dataclass
@@ -90,8 +103,10 @@ class DataLab:
             timeout,
         )
 
-    def playbook(self, *args: str, timeout: float = 900) -> PlaybookRun:
-        """ansible-playbook playbooks/data.yml ARGS against this lab's inventory."""
+    def playbook(
+        self, *args: str, timeout: float = 900, playbook: Path = DATA_PLAYBOOK
+    ) -> PlaybookRun:
+        """ansible-playbook PLAYBOOK (playbooks/data.yml) ARGS against this lab's inventory."""
         with ansible_env() as env:
             start = time.monotonic()
             proc = subprocess.run(
@@ -99,7 +114,7 @@ class DataLab:
                     executable("ansible-playbook"),
                     "-i",
                     str(self.inventory),
-                    str(DATA_PLAYBOOK),
+                    str(playbook),
                     *args,
                 ],
                 capture_output=True,
@@ -116,6 +131,30 @@ class DataLab:
             for m in RECAP.finditer(output)
         }
         return PlaybookRun(proc.returncode, seconds, output, recap)
+
+    def deploy_issuer(self) -> PlaybookRun:
+        """playbooks/iam.yml: the lab token issuer on the gateway."""
+        return self.playbook(playbook=IAM_PLAYBOOK)
+
+    def token(self, group: str = ASTRO) -> str:
+        """A real token for GROUP from the lab issuer (`escape-fed token`, as a user gets one)."""
+        out = self.inventory.parent.parent / f"token-{group.strip('/').replace('/', '-')}"
+        proc = cli("token", str(out), "-f", str(self.path), "--group", group)
+        assert proc.returncode == 0, proc.stderr
+        return out.read_text().strip()
+
+    def give_token(self, host: str, group: str = ASTRO, token: str | None = None) -> None:
+        """Put a token for GROUP (or TOKEN) in TOKEN_FILE on HOST, 0600 (sent on stdin)."""
+        state = Path(load_federation(self.path).lab.state_dir)
+        proc = subprocess.run(
+            ssh_command(state, host, f"umask 077 && cat > {TOKEN_FILE}"),
+            input=token if token is not None else self.token(group),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
 
 
 def data_lab(tmp: Path, tag: str, prefix: str, supernet: str) -> Iterator[DataLab]:
@@ -148,19 +187,23 @@ def tx_bytes(lab: DataLab, host: str) -> int:
 
 
 TIMED_READ = r"""
-import subprocess, sys, time
+import os, subprocess, sys, time
 url, reps = sys.argv[1], int(sys.argv[2])
+env = dict(os.environ, **dict(kv.split("=", 1) for kv in sys.argv[3:]))
 for _ in range(reps):
     start = time.monotonic()
-    proc = subprocess.run(["xrdcp", "-f", "-s", url, "/dev/null"], capture_output=True, text=True)
+    proc = subprocess.run(["xrdcp", "-f", "-s", url, "/dev/null"], capture_output=True, text=True,
+                          env=env)
     print(f"{time.monotonic() - start:.4f} {proc.returncode} {proc.stderr.strip()!r}")
 """
 
 
 def timed_reads(lab: DataLab, host: str, url: str, reps: int = 1) -> list[tuple[float, int, str]]:
-    """Read URL to /dev/null with xrdcp on HOST, REPS times: (seconds, rc, stderr) each."""
+    """Read URL to /dev/null with xrdcp on HOST, REPS times: (seconds, rc, stderr) each.
+
+    The client reads with the token in TOKEN_FILE on HOST (DataLab.give_token), over TLS."""
     rows = []
-    for line in lab.python(host, TIMED_READ, url, str(reps)).splitlines():
+    for line in lab.python(host, TIMED_READ, url, str(reps), CLIENT_ENV).splitlines():
         seconds, rc, err = line.split(" ", 2)
         rows.append((float(seconds), int(rc), err))
     return rows

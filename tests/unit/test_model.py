@@ -148,10 +148,14 @@ def _own_cert_federation(tmp_path: Path, key_mode: int) -> Path:
     key = tmp_path / "site.key"
     key.write_text("-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
     key.chmod(key_mode)
-    text = (BROKEN / "_base.yaml").read_text().replace(
-        "      xc-a: {roles: [cache]}",
-        f"      xc-a:\n        roles: [cache]\n"
-        f"        tls: {{certificate: {tmp_path}/site.crt, key: {key}}}",
+    text = (
+        (BROKEN / "_base.yaml")
+        .read_text()
+        .replace(
+            "      xc-a: {roles: [cache]}",
+            f"      xc-a:\n        roles: [cache]\n"
+            f"        tls: {{certificate: {tmp_path}/site.crt, key: {key}}}",
+        )
     )
     text += f"security:\n  trusted_cas: [{tmp_path}/site-ca.crt]\n"
     path = tmp_path / "own.yaml"
