@@ -4,18 +4,31 @@ The job is sent where its dataset is (requirements on the execute nodes' ``ESCAP
 the capacity asked (or a clear error naming what the federation offers), reads its input
 through the local cache (``$ESCAPE_CACHE`` + ``$ESCAPE_DATASET_PATH`` in its environment), and
 repeats on a cron schedule with HTCondor's cron submit commands when ``--every`` is given.
+
+Two ways in: as a local user of the access point (over SSH, ``condor_submit`` there), or with
+an IAM token: over the network from this machine to the access point's schedd with HTCondor's
+Python bindings, authenticated by SCITOKENS; the access point maps the token to its group's
+account, and the job is that account's.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 import shlex
-from dataclasses import dataclass, field
+import stat
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
-from escape_fed.backends import remote
+from escape_fed.backends import condor, remote
 from escape_fed.errors import BadInput, OperationFailed
 from escape_fed.model.schema import Federation, Role
-from escape_fed.model.view import HostView, hosts_with
+from escape_fed.model.view import HostView, hosts_with, pool_central_manager
+from escape_fed.ops.deploy import secrets_dir
 
 CRON_FIELDS = ("cron_minute", "cron_hour", "cron_day_of_month", "cron_month", "cron_day_of_week")
 _CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
@@ -48,6 +61,9 @@ class JobRequest:
     site: str | None = None
     every: str | None = None  # five-field cron expression
     max_runs: int | None = None  # periodic jobs: stop after this many runs
+    transfer_executable: bool = True  # False: the executable is the execute node's own program
+    input_files: list[str] = field(default_factory=list)  # sent with the job
+    environment: dict[str, str] = field(default_factory=dict)  # more variables for the job
 
 
 @dataclass
@@ -142,6 +158,8 @@ def _description(fed: Federation, req: JobRequest, sites: list[str]) -> str:
         "universe = vanilla",
         f"executable = {req.executable}",
     ]
+    if not req.transfer_executable:
+        lines.append("transfer_executable = false")
     if req.arguments:
         lines.append(f"arguments = {_quote_args(req.arguments)}")
     lines += [
@@ -156,8 +174,11 @@ def _description(fed: Federation, req: JobRequest, sites: list[str]) -> str:
         ds = fed.datasets[req.dataset]
         env += [f"ESCAPE_DATASET={req.dataset}", f"ESCAPE_DATASET_PATH={ds.path}"]
         lines.append(f'+EscapeDataset = "{req.dataset}"')
+    env += [f"{k}={v}" for k, v in req.environment.items()]
     if env:
         lines.append(f'environment = "{" ".join(env)}"')
+    if req.input_files:
+        lines.append(f"transfer_input_files = {', '.join(req.input_files)}")
     lines += [
         "should_transfer_files = YES",
         "when_to_transfer_output = ON_EXIT",
@@ -218,3 +239,193 @@ def submit(
         )
     job = proc.stdout.strip().split(" ")[0]
     return job, plan
+
+
+# --- with an IAM token --------------------------------------------------------------------------
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+_B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
+MAX_TOKEN_BYTES = 16384
+
+
+def _b64url_json(part: str) -> Any:
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def check_token_file(path: Path) -> Path:
+    """A readable file holding one JWT, readable by nobody but its owner's user and group, or
+    :class:`BadInput`. Only the structure is checked here (three base64url parts, JSON header
+    with ``alg``, JSON object payload): whether the token is valid is the access point's call.
+    The token itself never appears in a message."""
+    where = f"--token {path}"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise BadInput(f"{where}: no such file") from None
+    except OSError as exc:
+        raise BadInput(f"{where}: cannot read it: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadInput(f"{where}: not a regular file")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o007:
+        raise BadInput(
+            f"{where}: a token is a secret, but every user may read or change this file "
+            f"(mode {mode:04o}): chmod 600 {path}"
+        )
+    if st.st_size > MAX_TOKEN_BYTES:
+        raise BadInput(f"{where}: not a token ({st.st_size} bytes, more than {MAX_TOKEN_BYTES})")
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        raise BadInput(f"{where}: not a token (not ASCII text)") from None
+    parts = text.split(".")
+    bad = BadInput(f"{where}: not a JWT (expected one line 'header.payload.signature')")
+    if len(parts) != 3 or not all(_B64URL.match(p) for p in parts):
+        raise bad
+    try:
+        header, payload = _b64url_json(parts[0]), _b64url_json(parts[1])
+    except (ValueError, binascii.Error):
+        raise bad from None
+    if not isinstance(header, dict) or "alg" not in header or not isinstance(payload, dict):
+        raise bad
+    return path
+
+
+@dataclass
+class TokenJob:
+    """A job submitted with a token, and (with ``--wait``) how it ended."""
+
+    job: str
+    access_point: str
+    sites: list[str]
+    owner: str | None
+    accounting_group: str | None
+    status: str
+    finished: bool = False
+    ok: bool = False
+    exit_code: int | None = None
+    ran_on: str | None = None
+    submit_to_start_s: int | None = None
+    submit_to_done_s: int | None = None
+    hold_reason: str | None = None
+    outdir: str = ""
+    stdout: str | None = None
+    stderr: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ca_bundle(fed: Federation, work: Path) -> Path:
+    """The CAs a client checks access points' certificates against: the deployment CA and
+    ``security.trusted_cas`` (sites' own CAs)."""
+    ca = secrets_dir(fed) / "ca" / "ca.crt"
+    if not ca.is_file():
+        raise OperationFailed(f"no deployment CA at {ca}: deploy the federation first")
+    if not fed.security.trusted_cas:
+        return ca
+    bundle = work / "ca-bundle.crt"
+    bundle.write_text("".join(Path(p).read_text() for p in (str(ca), *fed.security.trusted_cas)))
+    return bundle
+
+
+def _read_output(path: Path, limit: int = 65536) -> str | None:
+    try:
+        return path.read_text(errors="replace")[:limit]
+    except OSError:
+        return None
+
+
+def _token_request(req: JobRequest, token: Path) -> JobRequest:
+    """The job as it leaves this machine with a token. An absolute executable is the execute
+    node's own program; a relative one is a file here, sent with the job. The token goes with
+    the job too (``BEARER_TOKEN_FILE``, relative to the job's scratch directory, where HTCondor
+    starts it) so that it reads data through the caches as the same group."""
+    executable, transfer = req.executable, False
+    if not executable.startswith("/"):
+        local = Path(executable).resolve()
+        if not local.is_file():
+            raise BadInput(
+                f"{executable}: no such file here (give an absolute path to run a program of "
+                "the execute nodes)"
+            )
+        executable, transfer = str(local), True
+    if not _PLAIN_NAME.fullmatch(token.name):
+        raise BadInput(f"--token {token}: expected a plain file name (letters, digits, ._-)")
+    return replace(
+        req,
+        executable=executable,
+        transfer_executable=transfer,
+        input_files=[*req.input_files, str(token.resolve())],
+        environment={**req.environment, "BEARER_TOKEN_FILE": token.name},
+    )
+
+
+def submit_with_token(
+    fed: Federation,
+    req: JobRequest,
+    token: Path,
+    access_point: str | None = None,
+    outdir: Path = Path("escape-fed-jobs"),
+    wait_s: float | None = None,
+) -> TokenJob:
+    """Submit as the bearer of TOKEN, over the network, to the access point's schedd.
+
+    The job's files (output, error, log, a relative executable) live in ``outdir`` here; with
+    ``wait_s`` the job is followed until it ends (or the time is up) and its output fetched.
+    """
+    check_token_file(token)
+    req = _token_request(req, token)
+    plan = plan_job(fed, req)
+    ap = choose_access_point(fed, access_point, plan.sites)
+    cm = pool_central_manager(fed, ap.site)
+    if cm is None:
+        raise OperationFailed(f"site {ap.site} has no central manager to find {ap.name} with")
+    control_tokens = secrets_dir(fed) / "tokens.d"
+    if not control_tokens.is_dir() or not any(control_tokens.iterdir()):
+        raise OperationFailed(
+            f"no token to find the access point with in {control_tokens}: deploy first"
+        )
+    outdir = outdir.resolve()
+    outdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="escape-fed-ca-") as work:
+        got = condor.submit_with_token(
+            condor.TokenSubmission(
+                collector=f"{cm.address or cm.fqdn}:9618",
+                schedd=ap.fqdn,
+                description=plan.description,
+                token_file=token.resolve(),
+                ca_file=_ca_bundle(fed, Path(work)),
+                control_tokens=control_tokens,
+                initialdir=outdir,
+                wait_s=wait_s,
+            )
+        )
+    ad: dict[str, Any] = got["ad"]
+    code = ad.get("JobStatus")
+    result = TokenJob(
+        job=got["job"],
+        access_point=ap.name,
+        sites=plan.sites,
+        owner=ad.get("Owner"),
+        accounting_group=ad.get("AcctGroup"),
+        status=condor.JOB_STATUS.get(code, str(code)) if isinstance(code, int) else "unknown",
+        finished=bool(got["finished"]),
+        outdir=str(outdir),
+    )
+    if ad.get("JobStatus") == 5:
+        result.hold_reason = ad.get("HoldReason")
+    if result.finished:
+        cluster = result.job.split(".")[0]
+        result.exit_code = ad.get("ExitCode")
+        ran = str(ad.get("LastRemoteHost") or ad.get("RemoteHost") or "")
+        result.ran_on = ran.split("@")[-1] or None
+        q, start, done = ad.get("QDate"), ad.get("JobStartDate"), ad.get("CompletionDate")
+        if isinstance(q, int) and isinstance(start, int):
+            result.submit_to_start_s = start - q
+        if isinstance(q, int) and isinstance(done, int) and done > 0:
+            result.submit_to_done_s = done - q
+        result.stdout = _read_output(outdir / f"escape-{cluster}.0.out")
+        result.stderr = _read_output(outdir / f"escape-{cluster}.0.err")
+        result.ok = result.exit_code == 0
+    return result

@@ -185,9 +185,13 @@ def _ap(path: Path, user_cmd: str) -> str:
 
 
 def test_a_dataset_job_runs_where_the_data_is_and_reads_through_that_sites_cache(
-    fed: Path,
+    fed: Path, tmp_path: Path
 ) -> None:
-    # collisions-2026 is held at site-b only; submit it at site-a's access point.
+    # collisions-2026 is held at site-b only; submit it at site-a's access point, as a scientist
+    # of /escape/hep with an IAM token (caches serve token holders only; the job carries it).
+    token = tmp_path / "hep.tok"
+    got = cli("token", str(token), "-f", str(fed), "--group", "/escape/hep")
+    assert got.returncode == 0, got.stderr
     read = (
         'hostname -f; echo "$ESCAPE_CACHE"; '
         'xrdcp -s -f "$ESCAPE_CACHE/$ESCAPE_DATASET_PATH/file-002.dat" - | md5sum'
@@ -195,6 +199,15 @@ def test_a_dataset_job_runs_where_the_data_is_and_reads_through_that_sites_cache
     proc = cli(
         "submit",
         str(fed),
+        "--token",
+        str(token),
+        "--outdir",
+        str(tmp_path / "jobs"),
+        "--wait",
+        "--timeout",
+        "300",
+        "--output",
+        "json",
         "--access-point",
         "ap-a",
         "--dataset",
@@ -203,12 +216,12 @@ def test_a_dataset_job_runs_where_the_data_is_and_reads_through_that_sites_cache
         "/bin/sh",
         "-c",
         read,
+        timeout=420,
     )
     assert proc.returncode == 0, proc.stderr
-    job = proc.stdout.strip()
-    cluster = job.split(".")[0]
-    _ap(fed, f"condor_wait -wait 180 /home/escape/escape-fed-jobs/escape-{cluster}.log {job}")
-    out = _ap(fed, f"cat /home/escape/escape-fed-jobs/escape-{job}.out").splitlines()
+    result = json.loads(proc.stdout)
+    assert result["ok"] and result["owner"] == "hep", result
+    out = (result["stdout"] or "").splitlines()
     assert out[0] == "wn-b1.site-b.escape.lab"  # ran at the site holding the dataset
     assert out[1] == "root://cache-b.site-b.escape.lab:1094"  # ... with that site's cache
     origin = cli(

@@ -61,3 +61,68 @@ def test_schedd_is_advertised_to_its_collector(host: Any, pytestconfig: pytest.C
     cm = hc.inventory_host(host, cm_fqdn, pytestconfig.option.ansible_inventory)
     ads = hc.wait_for_ads(cm, "-schedd", f'Machine == "{fqdn}"', 1)
     assert len(ads) == 1, ads
+
+
+def test_iam_group_accounts_exist_and_never_log_in(host: Any) -> None:
+    groups = host.ansible.get_variables()["escape_fed_iam"]["groups"]
+    assert groups, "the lab model has IAM groups"
+    for group in groups.values():
+        account = host.user(group["account"])
+        assert account.exists and account.shell == "/usr/sbin/nologin", group
+
+
+def test_schedd_accepts_scitokens_from_the_federation_issuer_only(host: Any) -> None:
+    iam = host.ansible.get_variables()["escape_fed_iam"]
+    for level in ("READ", "WRITE"):  # the schedd takes user tokens; no other daemon does
+        methods = hc.config_list(host, f"-schedd SEC_{level}_AUTHENTICATION_METHODS")
+        assert methods == ["FS", "IDTOKENS", "SCITOKENS"], (level, methods)
+        for daemon in ("master", "collector", "startd"):
+            other = hc.config_val(host, f"-{daemon} SEC_{level}_AUTHENTICATION_METHODS") or ""
+            assert "SCITOKENS" not in other, (daemon, level, other)
+    for level in ("DAEMON", "ADVERTISE_SCHEDD", "ADMINISTRATOR"):  # daemons: no user tokens
+        got = hc.config_val(host, f"-schedd SEC_{level}_AUTHENTICATION_METHODS") or ""
+        assert "SCITOKENS" not in got, (level, got)
+    assert hc.config_val(host, "SCITOKENS_SERVER_AUDIENCE") == iam["audience"]
+    mapfile = host.file(hc.config_val(host, "CERTIFICATE_MAPFILE"))
+    lines = [ln for ln in mapfile.content_string.splitlines() if ln and not ln.startswith("#")]
+    assert len(lines) == 1 and lines[0].startswith("SCITOKENS /^https:"), lines
+    assert lines[0].endswith(",/ PLUGIN:*"), lines
+
+
+def test_schedd_shows_a_certificate_of_the_deployment_ca(host: Any) -> None:
+    crt = hc.config_val(host, "AUTH_SSL_SERVER_CERTFILE")
+    key = host.file(hc.config_val(host, "AUTH_SSL_SERVER_KEYFILE"))
+    assert key.user == "root" and key.mode == 0o600
+    fqdn = host.ansible.get_variables()["escape_fed_host"]["fqdn"]
+    ca = "/etc/escape-fed/tls/ca.crt"
+    check = host.run(f"openssl verify -CAfile {ca} -verify_hostname {fqdn} {crt}")
+    assert check.rc == 0, check.stdout + check.stderr
+
+
+def test_each_group_plugin_accepts_its_group_only(host: Any) -> None:
+    """The mapping plugins as the schedd runs them: verified claims in BEARER_TOKEN_0_*."""
+    groups = host.ansible.get_variables()["escape_fed_iam"]["groups"]
+    names = hc.config_list(host, "SEC_SCITOKENS_PLUGIN_NAMES")
+    assert len(names) == len(groups)
+    for name, (group, spec) in zip(names, groups.items(), strict=True):
+        command = hc.config_val(host, f"SEC_SCITOKENS_PLUGIN_{name}_COMMAND")
+        mapping = hc.config_val(host, f"SEC_SCITOKENS_PLUGIN_{name}_MAPPING")
+        assert mapping == f"{spec['account']}@{hc.config_val(host, 'UID_DOMAIN')}"
+        for other in groups:
+            env = f"BEARER_TOKEN_0_GROUP_0=/escape/none BEARER_TOKEN_0_GROUP_1={other}"
+            got = host.run(f"echo '{{}}' | env -i {env} {command}")
+            assert got.rc == (0 if other == group else 1), (name, other, got.rc, got.stderr)
+        assert host.run(f"echo '{{}}' | env -i {command}").rc == 1  # no groups at all
+
+
+def test_a_timer_keeps_htcondors_issuer_keys_current(host: Any) -> None:
+    timer = host.service("escape-fed-jwks-refresh.timer")
+    assert timer.is_enabled and timer.is_running
+    assert hc.config_val(host, "SEC_SCITOKENS_CACHE") == "/var/run/condor/cache"
+    run = host.run("systemctl start escape-fed-jwks-refresh.service")
+    assert run.rc == 0, run.stderr
+    # After a run the cache (once a token filled it) holds exactly the published key ids.
+    issuer = host.ansible.get_variables()["escape_fed_iam"]["issuer"]
+    assert host.run("systemctl show -p ExecStart escape-fed-jwks-refresh.service").stdout.count(
+        issuer
+    ), issuer

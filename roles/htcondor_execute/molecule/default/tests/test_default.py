@@ -68,3 +68,23 @@ def test_collector_has_the_node_with_its_capacity_and_place(
     assert ad["ESCAPE_SITE"] == site["name"], ad
     assert ad["ESCAPE_CACHE"] == site["cache"]["root_url"], ad
     assert ad["ESCAPE_RSES"] == site["storage"]["rse"], ad
+
+
+def test_group_accounts_run_as_themselves_and_everyone_else_as_nobody(host: Any) -> None:
+    groups = host.ansible.get_variables()["escape_fed_iam"]["groups"]
+    accounts = sorted({g["account"] for g in groups.values()})
+    for account in accounts:
+        assert host.user(account).exists, account
+    assert hc.config_val(host, "TRUST_UID_DOMAIN") == "True"
+    assert (
+        hc.config_val(host, "UID_DOMAIN")
+        == (host.ansible.get_variables()["escape_fed_federation"]["domain"])
+    )
+    policy = hc.config_val(host, "STARTER_ALLOW_RUNAS_OWNER")
+    for owner in [*accounts, "escape", "root"]:
+        got = host.run(
+            f"classad_eval 'Owner = \"{owner}\"' '{policy.replace('TARGET.', 'MY.')}' -quiet"
+        )
+        assert got.rc == 0, got.stderr
+        verdict = got.stdout.strip().splitlines()[-1]
+        assert verdict == ("true" if owner in accounts else "false"), (owner, got.stdout)
