@@ -9,6 +9,7 @@ import click
 from escape_fed.cli.common import EscapeFedGroup, Settings
 from escape_fed.cli.demo import demo
 from escape_fed.cli.deploy import deploy
+from escape_fed.cli.keys import keys
 from escape_fed.cli.lab import lab
 from escape_fed.cli.model_cmds import facilities, plan, render, validate
 from escape_fed.cli.operate import smoke, status
@@ -45,3 +46,4 @@ def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 for command in (validate, render, plan, facilities, deploy, status, smoke, submit, lab, demo):
     main.add_command(command)
 main.add_command(token)
+main.add_command(keys)
