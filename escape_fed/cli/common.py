@@ -86,6 +86,23 @@ def federation_argument(fn: F) -> F:
     )(fn)
 
 
+def federation_option(dest: str = "file", help: str = "federation file") -> Callable[[F], F]:
+    """``-f/--file FILE``: the federation file, for commands whose argument is something else."""
+
+    def decorate(fn: F) -> F:
+        return click.option(
+            "--file",
+            "-f",
+            dest,
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=DEFAULT_FEDERATION,
+            show_default=True,
+            help=help,
+        )(fn)
+
+    return decorate
+
+
 def load(file: Path) -> Federation:
     """Load FILE; problems become one message (exit 2) through the group's handler."""
     fed = load_federation(file)

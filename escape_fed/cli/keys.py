@@ -9,9 +9,9 @@ from typing import Any
 import click
 
 from escape_fed.cli.common import (
-    DEFAULT_FEDERATION,
     emit_json,
     federation_argument,
+    federation_option,
     info,
     load,
     output_option,
@@ -63,15 +63,7 @@ def rotate(file: Path, output: str) -> None:
 
 @keys.command()
 @click.argument("kid")
-@click.option(
-    "-f",
-    "--file",
-    "file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_FEDERATION,
-    show_default=True,
-    help="federation file",
-)
+@federation_option()
 @output_option
 def retire(kid: str, file: Path, output: str) -> None:
     """Unpublish KID and make every relying party forget it: its tokens are refused at once."""

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import click
 
 from escape_fed.cli.common import (
-    DEFAULT_FEDERATION,
     emit_json,
     federation_argument,
+    federation_option,
     info,
     load,
     output_option,
@@ -31,16 +31,7 @@ def _spec(file: Path) -> LabSpec:
     return lab_spec(load(file))
 
 
-def _file_option(fn: F) -> F:
-    return click.option(
-        "--file",
-        "-f",
-        "file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=DEFAULT_FEDERATION,
-        show_default=True,
-        help="federation file whose lab to use",
-    )(fn)
+_file_option = federation_option(help="federation file whose lab to use")
 
 
 def _render_status(rows: list[dict[str, object]], output: str) -> None:

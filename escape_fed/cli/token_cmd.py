@@ -6,21 +6,13 @@ from pathlib import Path
 
 import click
 
-from escape_fed.cli.common import DEFAULT_FEDERATION, emit_json, load, output_option
+from escape_fed.cli.common import emit_json, federation_option, load, output_option
 from escape_fed.ops.tokens import fetch_token
 
 
 @click.command()
 @click.argument("out", metavar="FILE", type=click.Path(path_type=Path))
-@click.option(
-    "-f",
-    "--federation",
-    "federation",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_FEDERATION,
-    show_default=True,
-    help="federation file",
-)
+@federation_option("federation")
 @click.option("--group", "-g", required=True, help="IAM group, e.g. /escape/astro")
 @click.option(
     "--scope",
