@@ -295,7 +295,11 @@ def test_service_runs_unprivileged_and_hardened(token_lab: TokenLab) -> None:
     assert got["User"] == "escape-issuer"
     assert got["NoNewPrivileges"] == "yes" and got["ProtectSystem"] == "strict"
     assert got["PrivateTmp"] == "yes" and got["CapabilityBoundingSet"] == ""
-    users = token_lab.ssh(token_lab.issuer_host, "ps -o user= -C gunicorn").stdout.split()
+    # the issuer's gunicorn and its workers (the gateway runs other gunicorn services too)
+    users = token_lab.ssh(
+        token_lab.issuer_host,
+        f"pid=$(systemctl show -P MainPID {SERVICE}); ps -o user= -p $pid --ppid $pid",
+    ).stdout.split()
     assert users and set(users) == {"escape-issuer"}
 
 
