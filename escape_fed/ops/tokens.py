@@ -28,6 +28,7 @@ from requests.adapters import HTTPAdapter
 from escape_fed.errors import BadInput, OperationFailed
 from escape_fed.model.schema import Federation
 from escape_fed.model.view import hosts
+from escape_fed.ops.deploy import secrets_dir
 
 GROUP_SCOPE = "wlcg.groups"
 TIMEOUT_S = 20.0
@@ -56,11 +57,11 @@ def client_id(fed: Federation, group: str) -> str:
 
 
 def clients_dir(fed: Federation) -> Path:
-    return Path(fed.security.secrets_dir) / fed.federation.name / "iam" / "clients"
+    return secrets_dir(fed) / "iam" / "clients"
 
 
 def ca_file(fed: Federation) -> Path:
-    return Path(fed.security.secrets_dir) / fed.federation.name / "ca" / "ca.crt"
+    return secrets_dir(fed) / "ca" / "ca.crt"
 
 
 class LabAddress(HTTPAdapter):

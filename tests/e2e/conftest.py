@@ -22,6 +22,7 @@ from escape_fed.lab.runtime import ssh_command
 from escape_fed.model import Federation, load_federation
 from escape_fed.model.schema import Role
 from escape_fed.model.view import hosts, hosts_with
+from escape_fed.ops.deploy import secrets_dir
 from tests.conftest import LAB_FEDERATION
 from tests.labfed import cli, lab_copy
 
@@ -45,7 +46,7 @@ class TokenLab:
     @property
     def secrets(self) -> Path:
         """The federation's secrets directory on the control machine."""
-        return Path(self.fed.security.secrets_dir) / self.fed.federation.name
+        return secrets_dir(self.fed)
 
     @property
     def ca(self) -> Path:

@@ -54,12 +54,6 @@ def kind(host: str) -> str:
     return "cache" if host.startswith("cache") else "origin"
 
 
-def ca_file(lab: TokenLab) -> Path:
-    """The deployment CA on the control machine (<secrets_dir>/<federation name>/ca/ca.crt)."""
-    named = Path(lab.fed.security.secrets_dir) / lab.fed.federation.name / "ca" / "ca.crt"
-    return named if named.exists() else lab.ca
-
-
 def origin_sha256(lab: TokenLab, path: str, host: str = "origin-a") -> str:
     """sha256 of PATH as the origin behind HOST stores it (a site's cache fronts the site's
     origin; every origin holds its own, different, embargoed files)."""
@@ -74,7 +68,7 @@ def https_get(lab: TokenLab, host: str, path: str, token: str | None) -> tuple[i
         "curl",
         "-sS",
         "--cacert",
-        str(ca_file(lab)),
+        str(lab.ca),
         "--resolve",
         f"{fqdn}:{HTTPS_PORT}:{lab.address(host)}",
         "-w",
