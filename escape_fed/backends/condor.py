@@ -13,6 +13,8 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +108,18 @@ def query_pool(address: str, token_dir: Path, timeout: int = 20) -> PoolAds:
         ]
 
     return PoolAds(address, plain(startds), plain(schedds), plain(collectors))
+
+
+def submit_description(commands: Mapping[str, str]) -> str:
+    """The submit description of COMMANDS (in order, then ``queue``), written by the bindings'
+    ``htcondor.Submit``. The values must already be checked to be single lines: HTCondor's own
+    parser would read a newline in a value as the start of a new command."""
+    with warnings.catch_warnings():
+        # Only text is built here: without a condor_config the bindings warn and use none.
+        warnings.simplefilter("ignore", UserWarning)
+        import htcondor2 as htcondor
+
+    return str(htcondor.Submit(dict(commands)))
 
 
 # --- users' jobs with IAM tokens ----------------------------------------------------------------

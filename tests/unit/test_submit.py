@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from escape_fed.errors import BadInput
 from escape_fed.model import load_federation
@@ -90,3 +95,160 @@ def test_access_point_choice_is_shared_by_submit_and_smoke() -> None:
     for bad in ("root; rm -rf /", "a b", "escape\n"):
         with pytest.raises(BadInput, match="expected a plain account name"):
             check_user(bad)
+
+
+# --- bad input: a value that would break out of its line in the submit description ----------
+
+
+@pytest.fixture
+def nothing_submitted(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Both ways to an access point replaced by a tripwire that records the attempt."""
+    from escape_fed.backends import condor, remote
+
+    calls: list[Any] = []
+
+    def tripwire(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        raise AssertionError("a bad argument reached the access point")
+
+    monkeypatch.setattr(remote, "run", tripwire)
+    monkeypatch.setattr(condor, "submit_with_token", tripwire)
+    return calls
+
+
+INJECTED = "/bin/true\nqueue 500\n#"
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--", INJECTED], "COMMAND"),
+        (["--", "/bin/echo", "ok", "x\nqueue 500"], "argument 2 of COMMAND"),
+        (["--", "/bin/echo", "a\rqueue 500"], "argument 1 of COMMAND"),
+        (["--", "/bin/echo", "a\0b"], "argument 1 of COMMAND"),
+        (["--dry-run", "--", "/bin/echo", "x\nqueue 500"], "argument 1 of COMMAND"),
+        (["--site", "site-a\nqueue 5", "--", "/bin/true"], "--site"),
+        (["--dataset", "sky-survey-dr1\nqueue 5", "--", "/bin/true"], "--dataset"),
+    ],
+)
+def test_a_line_break_in_any_argument_is_refused_and_nothing_is_submitted(
+    argv: list[str], named: str, nothing_submitted: list[Any]
+) -> None:
+    from click.testing import CliRunner
+
+    from escape_fed.cli.main import main
+
+    result = CliRunner().invoke(main, ["submit", str(LAB_FEDERATION), *argv])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and named in errors[0], result.stderr
+    assert "single lines" in errors[0]
+    assert "queue 500" not in result.stdout  # no description printed, even with --dry-run
+    assert nothing_submitted == []
+
+
+def test_a_line_break_is_refused_on_the_token_path_too(
+    tmp_path: Path, nothing_submitted: list[Any]
+) -> None:
+    from escape_fed.ops.submit import submit_with_token
+
+    token = tmp_path / "t.tok"
+    token.write_text(
+        "eyJhbGciOiAiRVMyNTYifQ.eyJzdWIiOiAieCJ9.c2ln\n"  # {"alg": "ES256"}.{"sub": "x"}
+    )
+    token.chmod(0o600)
+    with pytest.raises(BadInput, match="argument 1 of COMMAND"):
+        submit_with_token(LAB, JobRequest("/bin/echo", ["x\nqueue 500"]), token, outdir=tmp_path)
+    with pytest.raises(BadInput, match="--outdir"):
+        submit_with_token(LAB, JobRequest("/bin/true"), token, outdir=tmp_path / "a\nqueue 5")
+    assert nothing_submitted == []
+
+
+def test_check_request_names_every_kind_of_value() -> None:
+    from escape_fed.ops.submit import check_request
+
+    check_request(JobRequest("/bin/echo", ["a b", "it's", '"q"'], environment={"A": "b c"}))
+    for req, named in (
+        (JobRequest("/bin/true", input_files=["a\nb"]), "input file"),
+        (JobRequest("/bin/true", environment={"A": "x\ry"}), "environment variable A"),
+        (JobRequest("/bin/true", every="* * * * *\nqueue 5"), "--every"),
+    ):
+        with pytest.raises(BadInput, match=named):
+            check_request(req)
+
+
+def _v2_args(raw: str) -> list[str]:
+    """HTCondor's V2 (job ad ``Arguments``) syntax back into a list: spaces separate, ``'``
+    quotes, ``''`` inside quotes is one ``'``."""
+    out: list[str] = []
+    cur: list[str] | None = None
+    quoted, i = False, 0
+    while i < len(raw):
+        c = raw[i]
+        if quoted and c == "'" and raw[i + 1 : i + 2] == "'":
+            (cur := cur if cur is not None else []).append("'")
+            i += 2
+            continue
+        if c == "'":
+            quoted = not quoted
+            cur = cur if cur is not None else []
+        elif c == " " and not quoted:
+            if cur is not None:
+                out.append("".join(cur))
+            cur = None
+        else:
+            (cur := cur if cur is not None else []).append(c)
+        i += 1
+    if cur is not None:
+        out.append("".join(cur))
+    return out
+
+
+NORMAL_ARGS = [
+    "-c",
+    "echo 'a b' \"q\"",
+    "two  spaces",
+    "it's",
+    '"',
+    "'",
+    "$HOME and $(Cluster) and $ENV(HOME) $",
+    "tab\there",
+    "plain",
+]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+def test_normal_arguments_round_trip_through_htcondor_submit_exactly() -> None:
+    """The positive twin: what HTCondor's own submit code makes of the description's arguments
+    is the list given, spaces, quotes and dollars included."""
+    import htcondor  # type: ignore[import-untyped]  # the v1 bindings: Submit.jobs() expands
+
+    plan = plan_job(LAB, JobRequest("/bin/sh", NORMAL_ARGS, dataset="collisions-2026"))
+    assert plan.description.rstrip().endswith("queue")
+    sub = htcondor.Submit(plan.description.rsplit("queue", 1)[0])
+    ad = next(iter(sub.jobs(count=1)))
+    assert ad["Cmd"] == "/bin/sh"
+    assert _v2_args(ad["Arguments"]) == NORMAL_ARGS
+    assert "ESCAPE_DATASET_PATH=/escape/hep/collisions-2026" in ad["Environment"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.text(
+            st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\0"),
+            min_size=1,
+            max_size=12,
+        ).filter(lambda a: "$$" not in a),  # $$(ATTR): HTCondor's match-time substitution
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_any_single_line_arguments_round_trip(args: list[str]) -> None:
+    import htcondor
+
+    plan = plan_job(LAB, JobRequest("/bin/echo", args))
+    sub = htcondor.Submit(plan.description.rsplit("queue", 1)[0])
+    ad = next(iter(sub.jobs(count=1)))
+    assert _v2_args(ad["Arguments"]) == args
