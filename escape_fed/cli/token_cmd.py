@@ -22,6 +22,9 @@ from escape_fed.ops.tokens import fetch_token
     help="ask for this scope only (repeatable; default: every scope the group is granted)",
 )
 @click.option("--audience", help="ask for this audience (default: the federation's, iam.audience)")
+@click.option(
+    "--force", is_flag=True, help="replace FILE even if it is not a token file escape-fed wrote"
+)
 @output_option
 def token(
     out: Path,
@@ -29,10 +32,13 @@ def token(
     group: str,
     scopes: tuple[str, ...],
     audience: str | None,
+    force: bool,
     output: str,
 ) -> None:
     """Fetch an access token for GROUP from the federation's issuer and write it to FILE
     (mode 0600). The token itself is never printed: only a summary (group, scopes, expiry).
+    An existing FILE is replaced only if it is a token file escape-fed wrote (one JWT line,
+    mode 0600), or with --force: anything else (a federation file given by habit) is refused.
 
     Uses the group's lab client, whose secret the lab issuer's deployment made on this
     machine; with a real INDIGO IAM, get tokens from IAM instead (e.g. oidc-agent).
@@ -42,7 +48,7 @@ def token(
     escape-fed token /tmp/t -f FED.yaml -g /escape/hep --scope storage.read:/escape/hep/embargoed
     """
     fed = load(federation)
-    summary = fetch_token(fed, group, out, scopes, audience)
+    summary = fetch_token(fed, group, out, scopes, audience, force)
     if output == "json":
         emit_json(summary.as_dict())
         return

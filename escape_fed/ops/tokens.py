@@ -9,7 +9,12 @@ Authlib's requests client, verifying TLS against the deployment CA. The token go
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
+import re
+import stat
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -32,6 +37,7 @@ from escape_fed.ops.deploy import secrets_dir
 
 GROUP_SCOPE = "wlcg.groups"
 TIMEOUT_S = 20.0
+MAX_TOKEN_BYTES = 16384
 
 
 @dataclass(frozen=True)
@@ -94,11 +100,55 @@ def _lab_address(fed: Federation, hostname: str) -> str | None:
     return None
 
 
-def _check_output(out: Path) -> None:
+_B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def is_token_file(path: Path) -> bool:
+    """Whether PATH is a token file as :func:`fetch_token` writes them: a regular file (not a
+    link), private to its owner (no group or other permission bits), holding exactly one line
+    that is a JWT (three base64url parts, the first two JSON objects, the header with ``alg``).
+
+    Nothing else looks like that: a federation file, a key, a script all fail on the content;
+    a JWT someone shares with others fails on the mode."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) & 0o077:
+        return False
+    if not 0 < st.st_size <= MAX_TOKEN_BYTES:
+        return False
+    try:
+        text = path.read_bytes().decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        return False
+    line = text.removesuffix("\n")
+    parts = line.split(".")
+    if "\n" in line or len(parts) != 3 or not all(_B64URL.match(p) for p in parts):
+        return False
+    try:
+        header, payload = (
+            json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in parts[:2]
+        )
+    except (ValueError, binascii.Error):
+        return False
+    return isinstance(header, dict) and "alg" in header and isinstance(payload, dict)
+
+
+def check_output(out: Path, force: bool = False) -> None:
+    """OUT may receive a token, or :class:`BadInput` naming it. An existing file is replaced
+    only if it is a token file this command wrote (:func:`is_token_file`), or with ``force``:
+    a federation file given where the token goes is left as it was."""
     if out.is_dir():
         raise BadInput(f"{out} is a directory: give the path of the token file to write")
     if not out.parent.is_dir():
         raise BadInput(f"{out.parent}: no such directory for the token file")
+    if not force and (out.exists() or out.is_symlink()) and not is_token_file(out):
+        raise BadInput(
+            f"{out}: exists and is not a token file escape-fed wrote (one JWT line, mode "
+            "0600): left as it is; give another FILE (the federation file is -f FILE), or "
+            "--force to replace it"
+        )
 
 
 def _read_secret(fed: Federation, cid: str) -> str:
@@ -195,10 +245,12 @@ def fetch_token(
     out: Path,
     scopes: Sequence[str] = (),
     audience: str | None = None,
+    force: bool = False,
 ) -> TokenSummary:
     """Fetch a token for GROUP from the federation's issuer and write it to OUT (0600).
 
     ``scopes``: a subset of the group's scopes (default: all the issuer grants the group).
+    An existing OUT is replaced only if it is a token file (:func:`check_output`) or ``force``.
     """
     if group not in fed.iam.groups:
         known = ", ".join(sorted(fed.iam.groups)) or "none"
@@ -206,7 +258,7 @@ def fetch_token(
     bad = [s for s in scopes if not s or any(c.isspace() for c in s)]
     if bad:
         raise BadInput(f"--scope {bad[0]!r}: one scope per --scope, without spaces")
-    _check_output(out)
+    check_output(out, force)
     cid = client_id(fed, group)
     secret = _read_secret(fed, cid)
     scope = " ".join([f"{GROUP_SCOPE}:{group}", *scopes])

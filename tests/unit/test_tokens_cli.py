@@ -165,3 +165,108 @@ def test_tls_is_checked_against_the_deployment_ca(tmp_path: Path, foreign_https:
     out = tmp_path / "t"
     proc = run("token", str(out), "-f", str(fed), "--group", ASTRO)
     assert_refused(proc, 1, out, "TLS", "ca.crt")
+
+
+# --- no clobbering: FILE is replaced only if it is a token file escape-fed wrote -------------
+
+JWT = "eyJhbGciOiAiRVMyNTYifQ.eyJzdWIiOiAieCJ9.c2lnbmF0dXJl"  # {"alg":"ES256"}.{"sub":"x"}.sig
+
+
+def snapshot(path: Path) -> tuple[bytes, int, int]:
+    st = path.stat()
+    return path.read_bytes(), st.st_mtime_ns, st.st_mode
+
+
+def test_the_federation_file_given_as_the_token_file_is_left_byte_identical(
+    tmp_path: Path,
+) -> None:
+    """What habit types: `escape-fed token FED.yaml --group G` (the file first, as everywhere
+    else). The issuer is deployed and would answer: only the guard stands in the way."""
+    fed = federation(tmp_path)
+    deployed(tmp_path)
+    before = snapshot(fed)
+    proc = run("token", str(fed), "-f", str(fed), "--group", ASTRO)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {fed}: exists and is not a token")
+    assert "--force" in proc.stderr and proc.stdout == ""
+    assert snapshot(fed) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".{fed.name}.")]
+
+
+def test_the_lab_federation_file_itself_is_never_overwritten(tmp_path: Path) -> None:
+    """The exact command of the report, on a copy of the lab federation (default -f)."""
+    from click.testing import CliRunner
+
+    from escape_fed.cli.main import main
+
+    fed = tmp_path / "federation.yaml"
+    fed.write_bytes(LAB_FEDERATION.read_bytes())
+    before = snapshot(fed)
+    result = CliRunner().invoke(main, ["token", str(fed), "--group", ASTRO])
+    assert result.exit_code == 2, result.output
+    assert str(fed) in result.stderr
+    assert snapshot(fed) == before
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [
+        ("hello\n", 0o600),  # not a JWT
+        (JWT + "\n", 0o644),  # a JWT others may read: not as escape-fed writes them
+        (JWT + "\n" + JWT + "\n", 0o600),  # two lines
+        ("a.b.c\n", 0o600),  # three parts, not JSON
+        ("", 0o600),
+    ],
+)
+def test_files_escape_fed_did_not_write_are_not_token_files(
+    tmp_path: Path, text: str, mode: int
+) -> None:
+    from escape_fed.errors import BadInput
+    from escape_fed.ops.tokens import check_output, is_token_file
+
+    path = tmp_path / "t"
+    path.write_text(text)
+    path.chmod(mode)
+    assert not is_token_file(path)
+    with pytest.raises(BadInput, match=f"{path}: exists and is not a token file"):
+        check_output(path)
+    check_output(path, force=True)  # asked to: allowed
+
+
+def test_a_link_is_not_a_token_file(tmp_path: Path) -> None:
+    from escape_fed.ops.tokens import is_token_file
+
+    target = tmp_path / "real.tok"
+    target.write_text(JWT + "\n")
+    target.chmod(0o600)
+    link = tmp_path / "link.tok"
+    link.symlink_to(target)
+    assert is_token_file(target) and not is_token_file(link)
+
+
+def test_fetching_again_into_its_own_token_file_is_allowed(tmp_path: Path) -> None:
+    """The positive twin: a token file as escape-fed writes it (write_private) passes the guard,
+    and the CLI goes on to the issuer (here: not deployed, exit 1, the file untouched)."""
+    from escape_fed.ops.tokens import check_output, is_token_file, write_private
+
+    out = tmp_path / "astro.tok"
+    write_private(out, JWT + "\n")
+    assert is_token_file(out)
+    check_output(out)
+    fed = federation(tmp_path)
+    before = snapshot(out)
+    proc = run("token", str(out), "-f", str(fed), "--group", ASTRO)
+    assert proc.returncode == 1 and "not deployed" in proc.stderr, proc.stderr
+    assert snapshot(out) == before
+
+
+def test_force_replaces_any_file(tmp_path: Path) -> None:
+    """--force passes the guard: the command goes on to the issuer (not deployed here)."""
+    fed = federation(tmp_path)
+    other = tmp_path / "notes.txt"
+    other.write_text("mine\n")
+    proc = run("token", str(other), "-f", str(fed), "--group", ASTRO, "--force")
+    assert proc.returncode == 1 and "not deployed" in proc.stderr, proc.stderr
+    help_text = run("token", "--help").stdout
+    assert "--force" in help_text
