@@ -1,17 +1,13 @@
-"""The token lab: one deployed federation shared by every token test module of a session.
+"""The token tests' handle on the shared global-pool lab (``shared_lab``, tests/conftest.py).
 
-Brought up by the README's main command (`escape-fed demo`) on an isolated copy of the lab
-federation, taken down at the end of the session even on failure. Set
-ESCAPE_FED_TOKEN_LAB=/path/to/federation.yaml to run the token tests against a lab that is
-already deployed instead (it is left up).
+Set ESCAPE_FED_SHARED_LAB=/var/lib/escape-fed/test-e2e-efz/federation.yaml to run against a
+lab an earlier session deployed and left up.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,19 +15,14 @@ from typing import Any
 import pytest
 
 from escape_fed.lab.runtime import ssh_command
-from escape_fed.model import Federation, load_federation
+from escape_fed.model import Federation
 from escape_fed.model.schema import Role
 from escape_fed.model.view import hosts, hosts_with
 from escape_fed.ops.deploy import secrets_dir
-from tests.conftest import LAB_FEDERATION
-from tests.labfed import cli, lab_copy
+from tests.conftest import DeployedLab
+from tests.labfed import cli
 
 ISSUER_KEYS = "/var/lib/escape-fed-issuer/keys"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Key rotation changes the issuer every other token test relies on: run it last."""
-    items.sort(key=lambda item: item.get_closest_marker("rotation") is not None)
 
 
 @dataclass
@@ -104,20 +95,6 @@ class TokenLab:
 
 
 @pytest.fixture(scope="session")
-def token_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenLab]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab tier needs root")
-    workdir = tmp_path_factory.mktemp("tokens")
-    given = os.environ.get("ESCAPE_FED_TOKEN_LAB")
-    if given:
-        path = Path(given)
-        yield TokenLab(path, load_federation(path), workdir)
-        return
-    path = lab_copy(LAB_FEDERATION, "e2e-efz", "efz", "10.92.0.0/16", workdir)
-    cli("lab", "down", str(path))
-    try:
-        proc = cli("demo", str(path), "--output", "json", timeout=1500)
-        assert proc.returncode == 0, f"demo failed:\n{proc.stderr[-3000:]}"
-        yield TokenLab(path, load_federation(path), workdir)
-    finally:
-        cli("lab", "down", str(path))
+def token_lab(shared_lab: DeployedLab, tmp_path_factory: pytest.TempPathFactory) -> TokenLab:
+    """The token tests' view of the shared global-pool lab (tests/conftest.py)."""
+    return TokenLab(shared_lab.file, shared_lab.fed, tmp_path_factory.mktemp("tokens"))

@@ -2,7 +2,7 @@
 origin across the shaped WAN link once, and from the cache's disk afterwards; the cache keeps
 serving what it holds when its origin is down, and says clearly what it cannot serve.
 
-An isolated lab copy (prefix efy, 10.89.0.0/16) with playbooks/data.yml applied. In the model
+The shared deployed lab (tests/conftest.py). In the model
 site-a's cache fronts site-a's origin; this test points cache-a at origin-b with
 `--extra-vars xcache_origin=root://origin-b...:1094` (a role variable override, the way a site
 admin would front a remote RSE), so that every cache miss crosses the WAN link. The lab
@@ -13,12 +13,12 @@ group /escape/hep (`escape-fed token`), as a job does.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import DeployedLab
 from tests.roles.xrootd_lab import (
     CACHE_ROOT,
     CLIENT_ENV,
@@ -26,7 +26,7 @@ from tests.roles.xrootd_lab import (
     HEP,
     ORIGIN_ROOT,
     DataLab,
-    data_lab,
+    on_shared_lab,
     origin_opens,
     timed_reads,
     tx_bytes,
@@ -40,21 +40,22 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataLab]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab tier needs root")
-    for lab in data_lab(tmp_path_factory.mktemp("data"), "e2e-data", "efy", "10.89.0.0/16"):
-        issuer = lab.deploy_issuer()
-        assert issuer.rc == 0, issuer.output[-5000:]
-        run = lab.playbook()
-        assert run.rc == 0, run.output[-5000:]
-        cross = lab.playbook(
-            "--limit", "cache-a", "--extra-vars", json.dumps({"xcache_origin": ORIGIN_B})
-        )
-        assert cross.rc == 0, cross.output[-5000:]
+def lab(shared_lab: DeployedLab) -> Iterator[DataLab]:
+    """The shared lab with cache-a fronting origin-b; cache-a is put back as deployed after."""
+    lab = on_shared_lab(shared_lab)
+    cross = lab.playbook(
+        "--limit", "cache-a", "--extra-vars", json.dumps({"xcache_origin": ORIGIN_B})
+    )
+    assert cross.rc == 0, cross.output[-5000:]
+    try:
+        # Start from a cold cache for the dataset read here (earlier tests may have read it).
+        lab.out("cache-a", f"rm -rf {CACHE_ROOT}{COLLISIONS}")
         for host in ("wn-a1", "wn-a2"):
             lab.give_token(host, HEP)
         yield lab
+    finally:
+        back = lab.playbook("--limit", "cache-a")
+        assert back.rc == 0, back.output[-5000:]
 
 
 def origin_b_answers(lab: DataLab) -> bool:
@@ -81,13 +82,13 @@ def test_first_read_comes_from_the_origin_then_from_the_cache_disk(lab: DataLab)
     path = f"{COLLISIONS}/file-001.dat"
     want = lab.out("origin-b", f"sha256sum {ORIGIN_ROOT}{path}").split()[0]
     assert lab.ssh("cache-a", f"test -e {CACHE_ROOT}{path}").returncode == 1
-    assert origin_opens(lab, "origin-b", path) == 0
+    opened = origin_opens(lab, "origin-b", path)  # other sites' reads of it, earlier
 
     sent = tx_bytes(lab, "origin-b")
     got = lab.out("wn-a1", f"{CLIENT_ENV} xrdcp -s {CACHE_A}{path} - | sha256sum").split()[0]
     first = tx_bytes(lab, "origin-b") - sent
     assert got == want
-    assert origin_opens(lab, "origin-b", path) == 1
+    assert origin_opens(lab, "origin-b", path) == opened + 1
     assert first >= 4 * MIB  # the whole file crossed the WAN link from origin-b
     held = lab.out("cache-a", f"stat -c '%n %s' {CACHE_ROOT}{path} {CACHE_ROOT}{path}.cinfo")
     assert f"{CACHE_ROOT}{path} {4 * MIB}" in held and ".cinfo" in held
@@ -96,7 +97,7 @@ def test_first_read_comes_from_the_origin_then_from_the_cache_disk(lab: DataLab)
     got = lab.out("wn-a2", f"{CLIENT_ENV} xrdcp -s {CACHE_A}{path} - | sha256sum").split()[0]
     again = tx_bytes(lab, "origin-b") - sent
     assert got == want
-    assert origin_opens(lab, "origin-b", path) == 1  # the origin saw one read, not two
+    assert origin_opens(lab, "origin-b", path) == opened + 1  # one read at the origin, not two
     assert again < 256 * 1024, again  # no file data from the origin the second time
 
 

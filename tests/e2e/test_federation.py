@@ -1,16 +1,15 @@
 """The federation for real, in both modes: demo/deploy, pool, cross-site jobs, trust, redeploy.
 
-Each mode gets its own isolated copy of the lab federation (tests/labfed.py): booted, deployed
-once (global-pool by `demo`, the README's main command), checked, taken down. Everything goes
-through the CLI a user runs.
+Each mode runs on its shared deployed lab (tests/conftest.py): global-pool brought up by
+`escape-fed demo` (the README's main command), flock by `escape-fed deploy`. Everything goes
+through the CLI a user runs. Tests that change the lab for the ones after them are marked
+``destructive`` and run last on it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,52 +18,19 @@ import pytest
 from escape_fed.lab import lab_leftovers
 from escape_fed.model import load_federation
 from escape_fed.model.view import hosts, pool_central_manager
-from tests.conftest import ROOT
-from tests.labfed import cli, lab_copy
+from tests.conftest import DeployedLab
+from tests.labfed import cli
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1500)]
 
-MODES = {
-    "global-pool": (ROOT / "inventories/lab/federation.yaml", "efg", "10.81.0.0/16"),
-    "flock": (ROOT / "inventories/lab/federation-flock.yaml", "efl", "10.82.0.0/16"),
-}
+LABS = {"global-pool": "shared_lab", "flock": "flock_lab"}
 
 
-FIRST: dict[Path, dict[str, Any]] = {}  # what the first run printed, per federation copy
-
-
-@pytest.fixture(scope="module", params=list(MODES))
-def fed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A deployed federation of one mode; taken down afterwards even on failure.
-
-    global-pool is brought up by the README's main command, `demo` (lab up, reach, deploy,
-    wait for the pool, smoke); flock by `deploy`.
-    """
-    if os.geteuid() != 0:
-        pytest.skip("the lab tier needs root")
-    source, prefix, supernet = MODES[request.param]
-    path = lab_copy(source, f"e2e-{prefix}", prefix, supernet, tmp_path_factory.mktemp("fed"))
-    cli("lab", "down", str(path))
-    try:
-        if request.param == "global-pool":
-            home = tmp_path_factory.mktemp("home")
-            proc = cli("demo", str(path), "--output", "json", home=home)
-            assert proc.returncode == 0, f"demo failed:\n{proc.stderr[-3000:]}"
-            assert list(home.iterdir()) == [], "an Ansible run left files in $HOME"
-            FIRST[path] = json.loads(proc.stdout)
-            assert FIRST[path]["ok"] and FIRST[path]["deploy"]["changed"] > 0
-        else:
-            proc = cli("deploy", str(path), "--output", "json")
-            assert proc.returncode == 0, f"first deploy failed:\n{proc.stderr[-3000:]}"
-            FIRST[path] = json.loads(proc.stdout)
-            assert FIRST[path]["ok"] and FIRST[path]["changed"] > 0
-        yield path
-    finally:
-        cli("lab", "down", str(path))
-
-
-def mode_of(path: Path) -> str:
-    return load_federation(path).federation.mode.value
+@pytest.fixture(scope="module", params=list(LABS))
+def fed(request: pytest.FixtureRequest) -> Path:
+    """The federation file of the shared deployed lab of one mode."""
+    lab: DeployedLab = request.getfixturevalue(LABS[request.param])
+    return lab.file
 
 
 def status(path: Path, wait: int = 90) -> dict[str, Any]:
@@ -74,16 +40,25 @@ def status(path: Path, wait: int = 90) -> dict[str, Any]:
     return data
 
 
-def test_demo_ran_the_main_job_on_every_host(fed: Path) -> None:
-    first = FIRST[fed]
-    if "reachable" not in first:
-        return  # the flock copy was brought up by deploy, not by demo
-    names = {h.name for h in hosts(load_federation(fed))}
+def test_demo_ran_the_main_job_on_every_host(shared_lab: DeployedLab) -> None:
+    first = shared_lab.first
+    assert shared_lab.home is None or list(shared_lab.home.iterdir()) == [], (
+        "an Ansible run left files in $HOME"
+    )
+    assert first["ok"] and first["deploy"]["changed"] > 0
+    names = {h.name for h in hosts(shared_lab.fed)}
     assert first["reachable"] == dict.fromkeys(sorted(names), True)
     assert {row["host"] for row in first["lab"]} == names
     assert all(row["state"] == "running" for row in first["lab"])
     assert {s["site"]: s["ok"] for s in first["smoke"]} == {"site-a": True, "site-b": True}
     assert first["status"]["pool"]["nodes"] == 3
+
+
+def test_the_first_flock_deploy_configured_every_host(flock_lab: DeployedLab) -> None:
+    first = flock_lab.first
+    assert first["ok"] and first["changed"] > 0
+    assert set(first["hosts"]) == {h.name for h in hosts(flock_lab.fed)}
+    assert all(s["changed"] > 0 for s in first["hosts"].values()), first["hosts"]
 
 
 def test_every_host_answers_with_its_own_name_and_address(fed: Path) -> None:
@@ -247,9 +222,9 @@ def test_a_dataset_job_runs_where_the_data_is_and_reads_through_that_sites_cache
     assert "file-002.dat" in cached.stdout, "the read did not go through cache-b's disk"
 
 
-def test_a_periodic_job_runs_at_least_twice(fed: Path) -> None:
-    if mode_of(fed) != "global-pool":
-        return  # cron scheduling is the access point's, the same in both modes: once is enough
+def test_a_periodic_job_runs_at_least_twice(shared_lab: DeployedLab) -> None:
+    # cron scheduling is the access point's, the same in both modes: once is enough
+    fed = shared_lab.file
     proc = cli(
         "submit",
         str(fed),
@@ -363,6 +338,7 @@ def _machines(fed: Path) -> set[str]:
     return {m for s in data["sites"].values() for m in s.get("machines", [])}
 
 
+@pytest.mark.destructive(order=2)
 @pytest.mark.parametrize(("host", "token"), [("origin-a", "forged"), ("origin-b", "missing")])
 def test_a_host_with_a_forged_or_missing_token_cannot_join(
     fed: Path, host: str, token: str
@@ -375,9 +351,12 @@ def test_a_host_with_a_forged_or_missing_token_cannot_join(
     while time.monotonic() < deadline:
         assert fqdn not in _machines(fed), f"{host} joined the pool with a {token} token"
         time.sleep(5)
-    if token != "forged":
-        return  # with no token at all it cannot even offer one: staying out is the check
-    # It was kept out for the right reason: its pool's collector refused its authentication.
+    if token == "forged":  # with no token at all, staying out is the whole check
+        assert_refused_for_its_signature(fed, host)
+
+
+def assert_refused_for_its_signature(fed: Path, host: str) -> None:
+    """It was kept out for the right reason: its pool's collector refused its authentication."""
     model = load_federation(fed)
     cm = pool_central_manager(model, "site-a")
     address = next(h.address for h in hosts(model) if h.name == host)
@@ -394,6 +373,7 @@ def test_a_host_with_a_forged_or_missing_token_cannot_join(
     assert "Failed to authenticate using IDTOKENS" in log.stdout, log.stdout + log.stderr
 
 
+@pytest.mark.destructive(order=2)
 def test_the_same_rogue_joins_with_a_token_its_pool_issued(fed: Path) -> None:
     """Positive control: the check above sees a host that does get in."""
     fqdn = _rogue(fed, "origin-b", "issued")
@@ -413,6 +393,7 @@ def test_the_same_rogue_joins_with_a_token_its_pool_issued(fed: Path) -> None:
     )
 
 
+@pytest.mark.destructive(order=9)
 def test_down_twice_leaves_nothing(fed: Path) -> None:
     """Last: the lab of this mode goes down, twice, and nothing of it is left."""
     model = load_federation(fed)

@@ -326,7 +326,7 @@ def test_no_token_in_the_issuer_journal(token_lab: TokenLab) -> None:
 # --- key rotation -----------------------------------------------------------------------------
 
 
-@pytest.mark.rotation
+@pytest.mark.destructive(order=3)
 def test_key_rotation_without_restart(token_lab: TokenLab) -> None:
     host = token_lab.issuer_host
     pid = main_pid(token_lab)
@@ -357,7 +357,7 @@ def test_second_deploy_changes_nothing(token_lab: TokenLab, tmp_path: Path) -> N
     book = tmp_path / "issuer.yml"
     book.write_text(
         "- name: Lab token issuer\n  hosts: iam_issuer\n  gather_facts: false\n"
-        "  roles:\n    - token_issuer\n"
+        "  roles:\n    - escape.fed.token_issuer\n"
     )
     inventory = prepare(token_lab.fed, str(token_lab.file))
     kid, pid = active_kid(token_lab), main_pid(token_lab)

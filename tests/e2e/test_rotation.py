@@ -4,7 +4,7 @@
 it: a real token signed with the new key is accepted at once by an access point, an origin, a
 cache and the ingress, with no service restarted. `escape-fed keys retire OLD` unpublishes the
 previous key: a token signed with it, accepted a moment before, is refused everywhere at once,
-while the new key's tokens still work. Runs after every other token test (marker `rotation`).
+while the new key's tokens still work. Runs after every other token test (marker `destructive`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.e2e.test_tokens_ingress import curl
 from tests.labfed import cli
 from tests.tokens import good_claims, mint
 
-pytestmark = [pytest.mark.lab, pytest.mark.rotation, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.lab, pytest.mark.destructive(order=3), pytest.mark.timeout(1200)]
 
 ASTRO = "/escape/astro"
 DATASET_FILE = "/escape/astro/sky-survey-dr1/file-001.dat"

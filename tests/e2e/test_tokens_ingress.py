@@ -445,7 +445,7 @@ def test_no_token_in_the_ingress_or_status_logs(token_lab: TokenLab) -> None:
 # --- issuer key rotation ------------------------------------------------------------------------
 
 
-@pytest.mark.rotation
+@pytest.mark.destructive(order=3)
 def test_key_rotation_without_restarting_the_ingress(token_lab: TokenLab) -> None:
     """A new issuer key is trusted at once (mod_auth_openidc refetches the JWKS for an unknown
     key id); a removed one is refused within the JWKS refresh interval (the expiry timer), with

@@ -37,6 +37,7 @@ from escape_fed.lab import network as N
 from escape_fed.lab.demo import demo_spec
 from escape_fed.lab.hosts import CGROUP_PARENT, CGROUP_ROOT
 from escape_fed.lab.spec import LabSpec
+from tests.conftest import require_root
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]
 
@@ -77,8 +78,7 @@ def root_routes() -> list[str]:
 @pytest.fixture(scope="module")
 def spec() -> Iterator[LabSpec]:
     """Bring the lab up once, from nothing; always take it down at the end."""
-    if os.geteuid() != 0:
-        pytest.skip("the lab tier needs root")
+    require_root()
     for tool, pkg in (("systemd-nspawn", "systemd-container"), ("debootstrap", "debootstrap")):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing: apt-get install {pkg}")

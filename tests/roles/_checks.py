@@ -8,10 +8,12 @@ live in _hostchecks.py, shared with the molecule scenarios' testinfra tests.
 
 from __future__ import annotations
 
-import pytest
+import json
+from typing import Any
 
+from tests.labfed import cli
 from tests.roles import _hostchecks as hc
-from tests.roles._labrun import Lab, PlaybookRun, run_playbook, wait_for
+from tests.roles._labrun import Lab, PlaybookRun, wait_for
 
 HTCONDOR_GROUPS = ("htcondor_central_manager", "htcondor_access_point", "htcondor_execute")
 
@@ -23,21 +25,20 @@ def htcondor_hosts(lab: Lab) -> list[str]:
 def test_converge_succeeds(converged: PlaybookRun) -> None:
     assert converged.rc == 0, converged.output[-6000:]
     assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in converged.recap.values())
+    assert converged.changed(), "the first converge changed nothing: it was not a first run"
     print(f"\nfirst converge: {converged.seconds:.1f} s")
 
 
-def test_second_run_changes_nothing(lab: Lab, converged: PlaybookRun) -> None:
-    again = run_playbook(lab.inventory, "playbooks/site.yml")
-    assert again.rc == 0, again.output[-6000:]
-    assert again.changed() == {}, again.output[-6000:]
-    print(f"\nidempotent re-run: {again.seconds:.1f} s")
+# A second run changing nothing is test_federation.py's test_a_second_deploy_changes_nothing
+# (`deploy --full`, every role) on the same shared lab.
 
 
 def test_limit_to_one_site_works(lab: Lab, converged: PlaybookRun) -> None:
-    run = run_playbook(lab.inventory, "playbooks/site.yml", "--limit", "site_a")
-    assert run.rc == 0, run.output[-6000:]
-    assert set(run.recap) <= set(lab.group("site_a"))
-    assert run.changed() == {}, run.output[-6000:]
+    proc = deploy(lab, "--site", "site-a")
+    assert proc["ok"], proc
+    assert set(proc["hosts"]) <= set(lab.group("site_a")), proc["hosts"]
+    assert set(lab.group("site_a")) <= set(proc["hosts"])  # every host of the site, no other
+    assert proc["changed"] == 0, proc["hosts"]
 
 
 # --- htcondor_common ---------------------------------------------------------------------
@@ -66,9 +67,15 @@ def test_common_key_and_token_directories_are_root_only(lab: Lab, converged: Pla
 def test_common_unknown_host_cannot_read_the_collector(lab: Lab, converged: PlaybookRun) -> None:
     cm = lab.group("htcondor_central_manager")[0]
     fqdn = lab.hostvars(cm)["escape_fed_host"]["fqdn"]  # type: ignore[index]
-    outsider = lab.host("gateway")  # has HTCondor's tools, no token
-    denied = outsider.run(f"condor_status -pool {fqdn} -af Name")
-    assert denied.rc != 0 or denied.stdout.strip() == "", denied.stdout
+    outsider = lab.host("gateway")  # has HTCondor's tools, no token of this pool
+    denied = outsider.run(f"condor_status -pool {fqdn} -any -af Name")
+    assert denied.rc != 0, denied.stdout
+    assert denied.stdout.strip() == "", denied.stdout
+    assert "AUTHENTICATE" in denied.stderr or "authenticat" in denied.stderr.lower(), denied.stderr
+    # Positive twin: the same query from a host of the pool, holding its token, is answered.
+    member = lab.group("htcondor_access_point")[0]
+    allowed = lab.host(member).run(f"condor_status -pool {fqdn} -any -af Name")
+    assert allowed.rc == 0 and allowed.stdout.strip(), allowed.stderr
 
 
 # --- htcondor_central_manager ------------------------------------------------------------
@@ -99,7 +106,6 @@ def test_central_manager_issued_the_control_machine_a_read_token(
 
 def collector_query(lab: Lab, cm: str, constraint: str = "true") -> list[dict[str, object]]:
     """Query a collector from the control machine with the Python bindings and its READ token."""
-    pytest.importorskip("htcondor")
     return hc.control_query(lab.secrets_dir / "tokens.d", lab.address(cm), "Startd", constraint)
 
 
@@ -142,3 +148,11 @@ def test_execute_nodes_never_hold_a_key_and_have_one_token(
         assert len(tokens) == 1, (name, tokens)
         # lab: no per-job cgroups (read-only controllers); an empty value reads as undefined
         assert host.run("condor_config_val BASE_CGROUP").stdout.strip() == ""
+
+
+def deploy(lab: Lab, *args: str) -> dict[str, Any]:
+    """`escape-fed deploy FED ARGS --output json` on the lab, as a site admin runs it."""
+    proc = cli("deploy", str(lab.federation), *args, "--output", "json", timeout=1200)
+    assert proc.stdout, proc.stderr[-4000:]
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data

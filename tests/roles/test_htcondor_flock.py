@@ -1,17 +1,19 @@
 """HTCondor roles on the lab federation in flock mode: one pool per site, a view collector.
 
-One lab for the whole module (own state dir, prefix and supernet); every role check reuses it.
+Runs on the shared flock lab (tests/conftest.py: `flock_lab`, deployed once by `escape-fed
+deploy` for these checks and the flock e2e tests); the first deploy is the converge checked here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import DeployedLab
 from tests.roles._checks import (  # noqa: F401  (shared verify steps, collected here)
+    deploy,
     test_central_manager_holds_the_only_signing_keys,
     test_central_manager_issued_the_control_machine_a_read_token,
     test_common_condor_is_running_and_enabled,
@@ -23,28 +25,33 @@ from tests.roles._checks import (  # noqa: F401  (shared verify steps, collected
     test_execute_nodes_advertise_declared_capacity_and_place,
     test_execute_nodes_never_hold_a_key_and_have_one_token,
     test_limit_to_one_site_works,
-    test_second_run_changes_nothing,
 )
-from tests.roles._labrun import Lab, PlaybookRun, lab_fixture, run_job, run_playbook, wait_for
+from tests.roles._labrun import Lab, PlaybookRun, run_job, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1200)]
 
-STATE_DIR = Path("/var/lib/escape-fed/test-roles-flock")
-FLOCK_FEDERATION = ROOT / "inventories" / "lab" / "federation-flock.yaml"
+
+@pytest.fixture(scope="module")
+def lab(flock_lab: DeployedLab) -> Lab:
+    data = yaml.safe_load(flock_lab.file.read_text())
+    inventory = Path(flock_lab.fed.control.state_dir) / flock_lab.fed.federation.name / "inventory"
+    return Lab(flock_lab.file, flock_lab.state_dir, inventory, data)
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    yield from lab_fixture(
-        tmp_path_factory.mktemp("flock"), FLOCK_FEDERATION, STATE_DIR, "erf", "10.83.0.0/16"
-    )
-
-
-@pytest.fixture(scope="module")
-def converged(lab: Lab) -> PlaybookRun:
-    syntax = run_playbook(lab.inventory, "playbooks/site.yml", "--syntax-check")
-    assert syntax.rc == 0, syntax.output
-    return run_playbook(lab.inventory, "playbooks/site.yml")
+def converged(flock_lab: DeployedLab) -> PlaybookRun:
+    """The first deploy of the shared flock lab, as the role checks read a converge."""
+    first = flock_lab.first_deploy()
+    recap = {
+        host: {
+            "ok": s["ok"],
+            "changed": s["changed"],
+            "unreachable": s["unreachable"],
+            "failed": s["failures"],
+        }
+        for host, s in first["hosts"].items()
+    }
+    return PlaybookRun(0 if first["ok"] else 1, float(first.get("seconds", 0)), "", recap)
 
 
 @pytest.fixture(scope="module")
@@ -93,17 +100,19 @@ def test_access_point_job_from_site_b_flocks_to_site_a(lab: Lab, converged: Play
     assert "site=site-a" in out and ".site-a.escape.lab" in out, out
 
 
+@pytest.mark.destructive(order=1)
 def test_central_manager_new_key_reissues_exactly_its_tokens(
     lab: Lab, converged: PlaybookRun
 ) -> None:
     """Replacing ap-b's signing key invalidates the tokens it signed; a re-run reissues those."""
     lab.host("ap-b").run_expect([0], "rm /etc/condor/passwords.d/POOL")
-    run = run_playbook(lab.inventory, "playbooks/site.yml")
-    assert run.rc == 0, run.output[-6000:]
+    run = deploy(lab, "--full")
+    assert run["ok"], run
     # ap-b's own pool (ap-b, wn-b1), the access point flocking to it (ap-a) and the monitoring
     # host, which holds a READ token from every pool's central manager (federation status).
     holders = {"ap-a", "ap-b", "wn-b1", *lab.group("monitoring")}
-    assert set(run.changed()) == holders, run.changed()
+    changed = {h for h, s in run["hosts"].items() if s["changed"]}
+    assert changed == holders, run["hosts"]
     # pool B works again: its startd is back in its collector, and flocking from A still runs
     ok = wait_for(
         lambda: "wn-b1" in lab.host("ap-b").run("condor_status -af Name").stdout, timeout=90

@@ -15,8 +15,8 @@ from escape_fed.model import load_federation
 from escape_fed.render.inventory import write_inventory
 from tests.conftest import LAB_FEDERATION, ROOT
 
-ROLES = sorted(p for p in (ROOT / "roles").glob("htcondor_*") if p.is_dir())
-PLAYBOOKS = ["playbooks/site.yml", "playbooks/htcondor.yml"]
+ROLES = sorted(p for p in (ROOT / "roles").iterdir() if (p / "tasks").is_dir())
+PLAYBOOKS = sorted(f"playbooks/{p.name}" for p in (ROOT / "playbooks").glob("*.yml"))
 
 
 def test_ansible_lint_production_profile_passes() -> None:
@@ -80,10 +80,16 @@ def test_argument_specs_match_defaults(role: Path) -> None:
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
 def test_every_default_is_commented(role: Path) -> None:
+    """Each default, or each run of related defaults written together, has a comment above it."""
     lines = (role / "defaults" / "main.yml").read_text().splitlines()
+    keys = 0
     for i, line in enumerate(lines):
         if re.match(r"^[a-z_]+:", line):
-            assert lines[i - 1].startswith("#"), f"{role.name}: {line} has no comment above it"
+            keys += 1
+            above = lines[i - 1] if i else ""
+            covered = above.startswith("#") or re.match(r"^[a-z_]+:", above)
+            assert covered, f"{role.name}: {line} has no comment above it"
+    assert keys, f"{role.name}: defaults/main.yml has no variables"
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
@@ -91,8 +97,11 @@ def test_role_layout(role: Path) -> None:
     assert (role / "tasks" / "preflight.yml").exists()
     main = yaml.safe_load((role / "tasks" / "main.yml").read_text())
     assert main[0]["ansible.builtin.import_tasks"] == "preflight.yml", "preflight must come first"
+    # Every template says it is managed, in its format's comment syntax; a format with none
+    # (JSON, XRootD keytabs) starts with a Jinja comment saying so instead.
     for template in (role / "templates").rglob("*.j2"):
-        assert template.read_text().startswith("{{ ansible_managed | comment }}"), template
+        first = template.read_text().splitlines()[0]
+        assert first.startswith("{{ ansible_managed | comment") or first.startswith("{#"), template
 
 
 def _tasks(path: Path) -> list[dict[str, object]]:
@@ -102,8 +111,8 @@ def _tasks(path: Path) -> list[dict[str, object]]:
 
 def test_tasks_touching_tokens_or_keys_are_no_log() -> None:
     """A task that reads, creates or copies a token or a signing key never logs its values."""
-    secret = re.compile(r"token_new|token_current|token_ok|/dev/urandom|key_path")
-    for path in (ROOT / "roles").glob("htcondor_*/tasks/*.yml"):
+    secret = re.compile(r"token_new|token_current|token_ok|head -c .*/dev/urandom|key_path")
+    for path in (ROOT / "roles").glob("*/tasks/*.yml"):
         for task in _tasks(path):
             body = {k: v for k, v in task.items() if k not in ("name", "when", "tags")}
             if secret.search(yaml.safe_dump(body)):

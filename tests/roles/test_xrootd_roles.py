@@ -1,21 +1,20 @@
 """The data roles (xrootd_origin, xcache, tls_ca) on real lab hosts: converge, idempotence, verify.
 
-One isolated lab for the module (prefix efx, 10.85.0.0/16), booted and rendered through the CLI;
-playbooks/iam.yml (the lab token issuer: origins and caches read only with a token) then
-playbooks/data.yml run with escape-fed's Ansible environment; checks go over `lab ssh` (host
-keys checked) and, for HTTPS, from the control machine with the deployment CA. Clients read with
-a real token from the issuer. The token matrix itself is tests/e2e/test_tokens_data.py.
+The shared deployed lab (tests/conftest.py): its first deploy is the converge checked here,
+and playbooks/data.yml runs again on it with escape-fed's Ansible environment; checks go over
+`lab ssh` (host keys checked) and, for HTTPS, from the control machine with the deployment
+CA. Clients read with a real token from the issuer. The token matrix itself is
+tests/e2e/test_tokens_data.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import DeployedLab
 from tests.roles.xrootd_lab import (
     ASTRO,
     CACHE_ROOT,
@@ -28,7 +27,7 @@ from tests.roles.xrootd_lab import (
     TOKEN_FILE,
     DataLab,
     PlaybookRun,
-    data_lab,
+    on_shared_lab,
 )
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
@@ -39,10 +38,8 @@ HTTPS_PORT = 8443
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataLab]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab tier needs root")
-    yield from data_lab(tmp_path_factory.mktemp("xrootd"), "xrootd-roles", "efx", "10.85.0.0/16")
+def lab(shared_lab: DeployedLab) -> DataLab:
+    return on_shared_lab(shared_lab)
 
 
 def _started(lab: DataLab) -> dict[str, str]:
@@ -54,14 +51,21 @@ def _started(lab: DataLab) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def converged(lab: DataLab) -> PlaybookRun:
+def converged(lab: DataLab, shared_lab: DeployedLab) -> PlaybookRun:
+    """The shared lab's first deploy (site.yml, data plays included), read as a converge."""
     syntax = lab.playbook("--syntax-check")
     assert syntax.rc == 0, syntax.output
-    issuer = lab.deploy_issuer()
-    assert issuer.rc == 0, issuer.output[-5000:]
-    run = lab.playbook()
-    assert run.rc == 0, run.output[-5000:]
-    return run
+    first = shared_lab.first_deploy()
+    recap = {
+        host: {
+            "ok": s["ok"],
+            "changed": s["changed"],
+            "unreachable": s["unreachable"],
+            "failed": s["failures"],
+        }
+        for host, s in first["hosts"].items()
+    }
+    return PlaybookRun(0 if first["ok"] else 1, float(first.get("seconds", 0)), "", recap)
 
 
 @pytest.fixture(scope="module")

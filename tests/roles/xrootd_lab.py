@@ -25,7 +25,7 @@ import yaml
 from escape_fed.backends.ansible import ansible_env, executable
 from escape_fed.lab.runtime import ssh_command
 from escape_fed.model import load_federation
-from tests.conftest import LAB_FEDERATION, ROOT
+from tests.conftest import LAB_FEDERATION, ROOT, DeployedLab
 from tests.labfed import cli, lab_copy
 
 RECAP = re.compile(
@@ -155,6 +155,14 @@ class DataLab:
             check=False,
         )
         assert proc.returncode == 0, proc.stderr
+
+
+def on_shared_lab(lab: DeployedLab) -> DataLab:
+    """The data layer of the shared deployed lab (tests/conftest.py), with its own inventory."""
+    fed = lab.fed
+    inventory = Path(fed.control.state_dir) / fed.federation.name / "inventory" / "hosts.yml"
+    assert inventory.exists(), f"{inventory}: the shared lab's deploy rendered no inventory"
+    return DataLab(lab.file, inventory)
 
 
 def data_lab(tmp: Path, tag: str, prefix: str, supernet: str) -> Iterator[DataLab]:
