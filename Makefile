@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := debootstrap systemd-container iproute2 openssh-client ca-certificates
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv demo test test-fast test-lab lint typecheck bench lab-down clean help
+.PHONY: all deps venv demo test test-fast test-lab lint typecheck bench lab-down clean help collection
 
 all: help
 
@@ -19,6 +19,7 @@ help:
 	@echo "make test-fast  lint + types + unit tests only (no root, about a minute)"
 	@echo "make bench      print the benchmarks' figures"
 	@echo "make lab-down   stop the lab and remove everything it made"
+	@echo "make collection build the escape.fed Ansible collection (build/collection/)"
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -63,8 +64,12 @@ bench: deps venv
 	$(BIN)/python bench/deploy_bench.py
 	$(BIN)/python bench/cache_bench.py
 
+# The escape.fed Ansible collection for site admins who run their own Ansible.
+collection: venv
+	$(BIN)/python -m escape_fed.collection build/collection
+
 lab-down: venv
 	$(BIN)/escape-fed lab down
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis build

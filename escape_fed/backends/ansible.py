@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from escape_fed import collection
 from escape_fed.errors import OperationFailed
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_CFG = REPO / "ansible.cfg"
-PLAYBOOKS = REPO / "playbooks"
+# All found through the installed package (a checkout's editable install links them back to the
+# top-level folders): escape-fed deploys with its own escape.fed collection.
+ANSIBLE_CFG = collection.ansible_cfg()
+PLAYBOOKS = collection.playbooks_dir()
+COLLECTIONS_PATH = collection.collections_dir()
 PLUGINS = Path(__file__).resolve().parent / "ansible_plugins"
 
 
@@ -44,7 +47,8 @@ def executable(name: str) -> str:
 
 @contextmanager
 def ansible_env() -> Iterator[dict[str, str]]:
-    """Environment for one Ansible run: our config, private temp dirs removed afterwards."""
+    """Environment for one Ansible run: our config and collection, private temp dirs removed
+    afterwards. Roles are found only as ``escape.fed.*`` in the packaged collection."""
     work = Path(tempfile.mkdtemp(prefix="ef-ansible-"))  # short: SSH control paths are bounded
     try:
         env = {
@@ -53,7 +57,7 @@ def ansible_env() -> Iterator[dict[str, str]]:
             "ANSIBLE_HOME": str(work / "home"),
             "ANSIBLE_LOCAL_TEMP": str(work / "tmp"),
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp"),
-            "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+            "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS_PATH),
             "ANSIBLE_NOCOLOR": "1",
         }
         yield env
@@ -249,7 +253,7 @@ def run_playbook(
             out = subprocess.DEVNULL
         try:
             proc = subprocess.run(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=env, check=False, cwd=REPO
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env, check=False, cwd=PLAYBOOKS
             )
         finally:
             if log is not None:

@@ -17,6 +17,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_FEDERATION = "inventories/lab/federation.yaml"
 
 
+def default_federation() -> Path:
+    """FILE when none is given: ./inventories/lab/federation.yaml (in a checkout, or a copy a
+    user made), else the lab federation installed with the package."""
+    here = Path(DEFAULT_FEDERATION)
+    if here.exists():
+        return here
+    from escape_fed.collection import lab_federation
+
+    return lab_federation()
+
+
 class Settings:
     """Global options, stored in ``ctx.obj``."""
 
@@ -81,7 +92,7 @@ def federation_argument(fn: F) -> F:
     return click.argument(
         "file",
         type=click.Path(dir_okay=False, path_type=Path),
-        default=DEFAULT_FEDERATION,
+        default=default_federation,
         required=False,
     )(fn)
 
@@ -95,8 +106,8 @@ def federation_option(dest: str = "file", help: str = "federation file") -> Call
             "-f",
             dest,
             type=click.Path(dir_okay=False, path_type=Path),
-            default=DEFAULT_FEDERATION,
-            show_default=True,
+            default=default_federation,
+            show_default=DEFAULT_FEDERATION,
             help=help,
         )(fn)
 

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from escape_fed.backends.ansible import PLAYBOOKS, REPO, PlaybookResult, Progress, run_playbook
+from escape_fed import collection
+from escape_fed.backends.ansible import PLAYBOOKS, PlaybookResult, Progress, run_playbook
 from escape_fed.errors import BadInput, NotBuiltYet, OperationFailed
 from escape_fed.lab import runtime
 from escape_fed.lab.plan import lab_spec
@@ -36,19 +37,36 @@ class DeployResult:
 
 
 def fingerprint(fed: Federation, source: str) -> str:
-    """Hash of everything that feeds the roles: the rendered inventory, roles/, playbooks/."""
+    """Hash of everything that feeds the roles: the rendered inventory, roles/, playbooks/.
+
+    Read from the packaged collection and ansible.cfg; names are relative (``roles/...``), so a
+    checkout and an installed package of the same tree give the same fingerprint."""
     digest = hashlib.sha256()
     for rel, text in sorted(inventory_files(fed, source).items()):
         digest.update(f"inventory/{rel}\0{text}\0".encode())
-    for top in ("roles", "playbooks", "ansible.cfg"):
-        base = REPO / top
-        files = sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else [base]
-        for path in files:
-            if "/molecule/" in str(path) or "__pycache__" in path.parts:
+    tops = {
+        "roles": collection.roles_dir(),
+        "playbooks": collection.playbooks_dir(),
+        "ansible.cfg": collection.ansible_cfg(),
+    }
+    for top, base in tops.items():
+        files = sorted(_walk(base)) if base.is_dir() else [(Path(), base)]
+        for inner, path in files:
+            if "molecule" in inner.parts or "__pycache__" in inner.parts:
                 continue
-            digest.update(f"{path.relative_to(REPO)}\0".encode())
+            digest.update(f"{Path(top, inner) if inner.parts else top}\0".encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def _walk(base: Path) -> list[tuple[Path, Path]]:
+    """(path relative to ``base``, path) of every file under ``base``, following links."""
+    out = []
+    for root, _dirs, names in os.walk(base, followlinks=True):
+        for name in names:
+            path = Path(root, name)
+            out.append((path.relative_to(base), path))
+    return out
 
 
 def _fingerprint_path(fed: Federation) -> Path:

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from escape_fed.backends.ansible import COLLECTIONS_PATH
 from tests.labfed import ROOT, cli, lab_copy
 from tests.roles._labrun import Lab, run_job, run_playbook
 
@@ -75,6 +76,8 @@ def mlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MoleculeLab]:
             {
                 "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # ansible-*, pytest
                 "ESCAPE_FED_INVENTORY": str(inventory),
+                # the scenarios name their roles escape.fed.*: the packaged collection
+                "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS_PATH),
                 "ESCAPE_FED_SSH_CONTROL_DIR": str(work / "cp"),
                 # molecule's own cache and each scenario's ephemeral dir: not under $HOME
                 "ANSIBLE_HOME": str(work / "home"),
