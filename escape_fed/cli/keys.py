@@ -61,12 +61,33 @@ def rotate(file: Path, output: str) -> None:
     _show(result["keys"])
 
 
-@keys.command()
+class _KidCommand(click.Command):
+    """A command whose KID may begin with '-': when click reads it as an option, say how to
+    give it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            exc.message += (
+                f" (a key id that begins with '-' goes after --: {ctx.command_path} "
+                "[OPTIONS] -- KID)"
+            )
+            raise
+
+
+@keys.command(cls=_KidCommand)
 @click.argument("kid")
 @federation_option()
 @output_option
 def retire(kid: str, file: Path, output: str) -> None:
-    """Unpublish KID and make every relying party forget it: its tokens are refused at once."""
+    """Unpublish KID and make every relying party forget it: its tokens are refused at once.
+
+    Give KID after -- (options before it): key ids may begin with '-'.
+
+    \b
+    escape-fed keys retire -f FED.yaml -- -EXRczZYp1OXVDdl
+    """
     result = ops.retire(load(file), str(file), kid, info)
     if output == "json":
         emit_json(result)

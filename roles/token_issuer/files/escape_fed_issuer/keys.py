@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import sys
 import tempfile
 import threading
@@ -120,8 +121,14 @@ def _write_atomic(path: Path, text: str, mode: int, owner: str | None) -> None:
 
 
 def new_key() -> dict[str, Any]:
-    key = ECKey.generate_key(CURVE, private=True)
-    kid = key.thumbprint()[:16]
+    """A new ES256 key; its kid is the first 16 characters of its JWK thumbprint (RFC 7638,
+    base64url). A key whose kid would begin with ``-`` (one in 64) is drawn again: such an id
+    reads as an option on every command line it is given to."""
+    while True:
+        key = ECKey.generate_key(CURVE, private=True)
+        kid = key.thumbprint()[:16]
+        if not kid.startswith("-"):
+            break
     data = dict(key.as_dict(private=True))
     data.update({"kid": kid, "alg": ALG, "use": "sig"})
     return data
@@ -178,11 +185,38 @@ def cmd_remove(directory: Path, kid: str) -> int:
     return 0
 
 
+KID_COMMANDS = ("activate", "remove")
+KID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def ids_as_operands(argv: list[str]) -> list[str]:
+    """ARGV with ``--`` put before the key id of ``activate`` or ``remove`` when it begins with
+    ``-`` and none is there: older keys have such ids (and older callers give them bare), and
+    argparse would read them as options (``-hXY...`` even as ``-h``)."""
+    out = list(argv)
+    i = 0
+    while i < len(out):
+        word = out[i]
+        if word in ("--dir", "--owner"):
+            i += 2
+            continue
+        if word in KID_COMMANDS:
+            nxt = out[i + 1] if i + 1 < len(out) else ""
+            if nxt.startswith("-") and nxt not in ("--", "-h", "--help") and KID.match(nxt):
+                out.insert(i + 1, "--")
+            break
+        if not word.startswith("-") or word == "--":
+            break
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="escape-fed-issuer-keys",
         description="Manage the lab issuer's signing keys (published in its JWKS at once, "
-        "no restart).",
+        "no restart). Give a key id after -- (activate -- KID, remove -- KID): ids may begin "
+        "with '-'.",
     )
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="keys directory")
     parser.add_argument("--owner", default=OWNER, help="account owning the key files")
@@ -191,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     add = sub.add_parser("add", help="make a new ES256 key (published at once); print its kid")
     add.add_argument("--activate", action="store_true", help="sign with it from now on")
     act = sub.add_parser("activate", help="sign with this key from now on")
-    act.add_argument("kid")
+    act.add_argument("kid", help="key id (after --: activate -- KID)")
     rem = sub.add_parser("remove", help="unpublish a key (never the active one)")
-    rem.add_argument("kid")
-    args = parser.parse_args(argv)
+    rem.add_argument("kid", help="key id (after --: remove -- KID)")
+    args = parser.parse_args(ids_as_operands(sys.argv[1:] if argv is None else argv))
     directory: Path = args.dir
     if not directory.is_dir():
         print(f"escape-fed-issuer-keys: {directory}: no such directory", file=sys.stderr)
