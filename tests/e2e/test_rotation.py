@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
+import shlex
 import time
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import TokenLab
+from tests.e2e.conftest import ISSUER_KEYS, TokenLab
 from tests.e2e.test_tokens_condor import AP, AUTHN_FAILED, refused, submit, write_token
 from tests.e2e.test_tokens_data import https_get
 from tests.e2e.test_tokens_ingress import curl
 from tests.labfed import cli
-from tests.tokens import good_claims, mint
+from tests.tokens import fresh_key, good_claims, mint
 
 pytestmark = [pytest.mark.lab, pytest.mark.destructive(order=3), pytest.mark.timeout(1200)]
 
@@ -78,6 +80,20 @@ def settled(lab: TokenLab, token: str) -> None:
         time.sleep(15)
 
 
+def publish_dashed_key(lab: TokenLab) -> str:
+    """Publish on the issuer a key whose id begins with '-' (as about one in 64 did before the
+    issuer stopped making them, and as keys made then still are); returns its kid."""
+    kid = "-" + secrets.token_urlsafe(12)[:15]
+    path = f"{ISSUER_KEYS}/{kid}.jwk"
+    tmp = f"{ISSUER_KEYS}/.dashed.tmp"
+    lab.ssh(
+        lab.issuer_host,
+        f"umask 077 && printf '%s\\n' {shlex.quote(json.dumps(fresh_key(kid)))} > {tmp} && "
+        f"chown --reference={ISSUER_KEYS}/active {tmp} && mv -- {tmp} {shlex.quote(path)}",
+    )
+    return kid
+
+
 def test_rotate_then_retire_across_every_entry_point(token_lab: TokenLab) -> None:
     lab = token_lab
     pids = main_pids(lab)
@@ -97,6 +113,14 @@ def test_rotate_then_retire_across_every_entry_point(token_lab: TokenLab) -> Non
     assert kid_of(new_token) == new_kid
     assert answers(lab, new_token, "new-after-rotate") == ACCEPTED
     assert answers(lab, old_token, "old-after-rotate") == ACCEPTED  # still published
+
+    # A key whose id begins with '-' is retired like any other (given after --).
+    dashed = publish_dashed_key(lab)
+    proc = cli("keys", "list", str(lab.file), "-o", "json")
+    assert dashed in {k["kid"] for k in json.loads(proc.stdout)}, proc.stderr
+    proc = cli("keys", "retire", "-f", str(lab.file), "-o", "json", "--", dashed, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {k["kid"] for k in json.loads(proc.stdout)["keys"]} == {new_kid, old_key["kid"]}
 
     proc = cli("keys", "retire", old_key["kid"], "-f", str(lab.file), "-o", "json", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
