@@ -19,8 +19,8 @@ from escape_fed.model.view import (
     hosts,
     hosts_with,
     pool_central_manager,
-    site_capacity,
 )
+from escape_fed.ops import status_core
 from escape_fed.ops.deploy import secrets_dir
 
 
@@ -30,25 +30,6 @@ def collector_address(fed: Federation) -> str:
     if cm is None:  # the model guarantees one
         raise OperationFailed("the federation has no central manager")
     return f"{cm.address or cm.fqdn}:9618"
-
-
-def _site_record(missing: list[str]) -> dict[str, Any]:
-    """A site's counts before any ad is seen; ``missing`` starts as every declared node."""
-    return {
-        "nodes": 0,
-        "slots": 0,
-        "cpus": 0,
-        "memory_mb": 0,
-        "gpus": 0,
-        "busy": 0,
-        "busy_cpus": 0,
-        "missing": missing,
-        "machines": [],
-        "jobs_running": 0,
-        "jobs_idle": 0,
-        "jobs_held": 0,
-        "access_points": {},
-    }
 
 
 def pool_collectors(fed: Federation) -> list[str]:
@@ -63,63 +44,31 @@ def pool_collectors(fed: Federation) -> list[str]:
     return out
 
 
-def summarize(fed: Federation, ads: PoolAds) -> dict[str, Any]:
-    """The JSON shape of ``status``: pool facts and per-site counts."""
-    by_fqdn = {h.fqdn: h for h in hosts(fed)}
+def declared(fed: Federation) -> dict[str, Any]:
+    """What the federation declares, in the shape the status service reads (its config.json)."""
     sites: dict[str, Any] = {}
     for name in fed.sites:
-        declared = [h.fqdn for h in hosts_with(fed, Role.EXECUTE, name)]
-        if not declared and not hosts_with(fed, Role.ACCESS_POINT, name):
-            continue
-        sites[name] = _site_record(sorted(declared))
-        sites[name]["declared"] = site_capacity(fed, name)
-    seen: set[str] = set()
-    for ad in ads.startds:
-        site = str(ad.get("ESCAPE_SITE") or "")
-        if site not in sites:
-            host = by_fqdn.get(str(ad.get("Machine", "")))
-            site = host.site if host else "unknown"
-            sites.setdefault(site, _site_record([]))
-        s = sites[site]
-        s["slots"] += 1
-        machine = str(ad.get("Machine", ""))
-        if ad.get("SlotType") != "Dynamic":  # partitionable or static: the node's capacity
-            if machine not in seen:
-                seen.add(machine)
-                s["nodes"] += 1
-                s["machines"].append(machine)
-                if machine in s.get("missing", []):
-                    s["missing"].remove(machine)
-            s["cpus"] += int(ad.get("TotalSlotCpus") or ad.get("Cpus") or 0)
-            s["memory_mb"] += int(ad.get("TotalSlotMemory") or ad.get("Memory") or 0)
-            s["gpus"] += int(ad.get("TotalSlotGPUs") or ad.get("GPUs") or 0)
-        if ad.get("State") == "Claimed":
-            s["busy"] += 1
-            s["busy_cpus"] += int(ad.get("Cpus") or 0)
-    for ad in ads.schedds:
-        host = by_fqdn.get(str(ad.get("Machine", "")))
-        site = host.site if host else "unknown"
-        s = sites.setdefault(site, _site_record([]))
-        counts = {
-            "running": int(ad.get("TotalRunningJobs") or 0),
-            "idle": int(ad.get("TotalIdleJobs") or 0),
-            "held": int(ad.get("TotalHeldJobs") or 0),
+        sites[name] = {
+            "execute": {
+                h.fqdn: (h.capacity.model_dump() if h.capacity is not None else None)
+                for h in hosts_with(fed, Role.EXECUTE, name)
+            },
+            "access_points": [h.fqdn for h in hosts_with(fed, Role.ACCESS_POINT, name)],
         }
-        s["access_points"][str(ad.get("Name"))] = counts
-        for key, value in counts.items():
-            s[f"jobs_{key}"] += value
     return {
-        "pool": {
-            "federation": fed.federation.name,
-            "mode": fed.federation.mode.value,
-            "collector": ads.collector,
-            "collectors": sorted(str(c.get("Machine") or c.get("Name")) for c in ads.collectors),
-            "nodes": sum(s.get("nodes", 0) for s in sites.values()),
-            "slots": len(ads.startds),
-            "schedds": len(ads.schedds),
-        },
+        "federation": fed.federation.name,
+        "mode": fed.federation.mode.value,
+        "hosts": {h.fqdn: h.site for h in hosts(fed)},
         "sites": sites,
     }
+
+
+def summarize(fed: Federation, ads: PoolAds) -> dict[str, Any]:
+    """The JSON shape of ``status``: pool facts and per-site counts (status_core, shared with
+    the gateway's status service)."""
+    return status_core.summarize(
+        declared(fed), ads.collector, ads.startds, ads.schedds, ads.collectors
+    )
 
 
 # Asks the cache itself (not through it to the origin), with short client timeouts: a dead
@@ -186,7 +135,7 @@ def status(
         if not missing or time.monotonic() >= deadline:
             if caches:
                 for site, health in cache_health(fed).items():
-                    result["sites"].setdefault(site, _site_record([]))["cache"] = health
+                    result["sites"].setdefault(site, status_core.site_record())["cache"] = health
             return result
         if progress:
             progress(f"status: waiting for {len(missing)} execute nodes to join the pool")

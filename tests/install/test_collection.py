@@ -46,6 +46,19 @@ def collections_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def test_the_status_service_ships_escape_feds_own_status_module(collections_path: Path) -> None:
+    """One code path: the role installs escape_fed/ops/status_core.py itself (a link in the
+    repository, a file in the collection), and the service imports it instead of counting."""
+    files = collections_path / "ansible_collections/escape/fed/roles/federation_status/files"
+    package_module = ROOT / "escape_fed" / "ops" / "status_core.py"
+    assert (files / "status_core.py").read_bytes() == package_module.read_bytes()
+    link = ROOT / "roles" / "federation_status" / "files" / "status_core.py"
+    assert link.is_symlink() and link.resolve() == package_module
+    service = (files / "federation_status.py").read_text()
+    assert "from status_core import" in service
+    assert "def summarize" not in service and "def _site_record" not in service
+
+
 def _env(base: Path, collections: Path) -> dict[str, str]:
     """Ansible with no config file, no roles path and only the temporary collections path."""
     empty = base / "no-roles"

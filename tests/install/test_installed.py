@@ -48,6 +48,8 @@ def test_the_installed_package_carries_ansible_and_its_collection(installed: Ins
     assert not (roles / "htcondor_common").is_symlink()  # real files, not links to a checkout
     assert not list(roles.glob("*/molecule"))
     assert (Path(where["playbooks"]) / "site.yml").is_file()
+    shipped = roles / "federation_status" / "files" / "status_core.py"  # to the gateway
+    assert shipped.read_bytes() == (site / "escape_fed" / "ops" / "status_core.py").read_bytes()
     listed = installed.run("ansible-galaxy", "collection", "list", "-p", where["path"])
     assert "escape.fed" in listed.stdout, listed.stdout + listed.stderr
 

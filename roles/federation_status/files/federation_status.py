@@ -8,6 +8,9 @@ answers ``GET /status`` with the shape of ``escape-fed status --output json`` (p
 per-site counts) plus every slot, the pools and a timestamp. What the federation declares
 (sites, execute nodes and their capacity, access points) comes from the JSON file the role
 renders from the inventory (``ESCAPE_FED_STATUS_CONFIG``); what runs comes from the collectors.
+
+The counting is escape-fed's own: ``status_core`` is the module ``escape-fed status`` runs
+(``escape_fed/ops/status_core.py``), installed beside this file by the role.
 """
 
 from __future__ import annotations
@@ -21,23 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response
-
-STARTD_ATTRS = [
-    "Name",
-    "Machine",
-    "SlotType",
-    "State",
-    "Activity",
-    "Cpus",
-    "Memory",
-    "GPUs",
-    "TotalSlotCpus",
-    "TotalSlotMemory",
-    "TotalSlotGPUs",
-    "ESCAPE_SITE",
-]
-SCHEDD_ATTRS = ["Name", "Machine", "TotalRunningJobs", "TotalIdleJobs", "TotalHeldJobs"]
-COLLECTOR_ATTRS = ["Name", "Machine", "CondorVersion"]
+from status_core import COLLECTOR_ATTRS, SCHEDD_ATTRS, STARTD_ATTRS, summarize
 
 CONFIG_PATH = Path(os.environ.get("ESCAPE_FED_STATUS_CONFIG", "/etc/escape-fed-status/config.json"))
 
@@ -73,110 +60,6 @@ def query(address: str, timeout: int) -> tuple[list[Any], list[Any], list[Any]]:
     return _plain(startds), _plain(schedds), _plain(collectors)
 
 
-def _site_record(cfg_site: dict[str, Any] | None) -> dict[str, Any]:
-    execute = (cfg_site or {}).get("execute", {})
-    declared = {"nodes": 0, "cpus": 0, "memory_mb": 0, "gpus": 0, "disk_gb": 0}
-    for capacity in execute.values():
-        if capacity is None:
-            continue
-        declared["nodes"] += 1
-        for key in ("cpus", "memory_mb", "gpus", "disk_gb"):
-            declared[key] += int(capacity.get(key) or 0)
-    return {
-        "nodes": 0,
-        "slots": 0,
-        "cpus": 0,
-        "memory_mb": 0,
-        "gpus": 0,
-        "busy": 0,
-        "busy_cpus": 0,
-        "missing": sorted(execute),
-        "machines": [],
-        "jobs_running": 0,
-        "jobs_idle": 0,
-        "jobs_held": 0,
-        "access_points": {},
-        "declared": declared,
-        "slot_list": [],
-    }
-
-
-def summarize(
-    cfg: dict[str, Any],
-    collector: str,
-    startds: list[dict[str, Any]],
-    schedds: list[dict[str, Any]],
-    collectors: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """The shape of ``escape-fed status --output json``, plus each site's slots."""
-    site_of: dict[str, str] = cfg.get("hosts", {})
-    sites: dict[str, Any] = {}
-    for name, cfg_site in cfg.get("sites", {}).items():
-        if cfg_site.get("execute") or cfg_site.get("access_points"):
-            sites[name] = _site_record(cfg_site)
-    seen: set[str] = set()
-    for ad in startds:
-        machine = str(ad.get("Machine", ""))
-        site = str(ad.get("ESCAPE_SITE") or "")
-        if site not in sites:
-            site = site_of.get(machine, "unknown")
-            sites.setdefault(site, _site_record(None))
-        s = sites[site]
-        s["slots"] += 1
-        partitionable_or_static = ad.get("SlotType") != "Dynamic"
-        if partitionable_or_static:  # the node's capacity
-            if machine not in seen:
-                seen.add(machine)
-                s["nodes"] += 1
-                s["machines"].append(machine)
-                if machine in s["missing"]:
-                    s["missing"].remove(machine)
-            s["cpus"] += int(ad.get("TotalSlotCpus") or ad.get("Cpus") or 0)
-            s["memory_mb"] += int(ad.get("TotalSlotMemory") or ad.get("Memory") or 0)
-            s["gpus"] += int(ad.get("TotalSlotGPUs") or ad.get("GPUs") or 0)
-        if ad.get("State") == "Claimed":
-            s["busy"] += 1
-            s["busy_cpus"] += int(ad.get("Cpus") or 0)
-        s["slot_list"].append(
-            {
-                "name": str(ad.get("Name", "")),
-                "machine": machine,
-                "type": str(ad.get("SlotType") or "Static"),
-                "cpus": int(ad.get("Cpus") or 0),
-                "memory_mb": int(ad.get("Memory") or 0),
-                "gpus": int(ad.get("GPUs") or 0),
-                "state": str(ad.get("State") or ""),
-                "activity": str(ad.get("Activity") or ""),
-            }
-        )
-    for ad in schedds:
-        site = site_of.get(str(ad.get("Machine", "")), "unknown")
-        s = sites.setdefault(site, _site_record(None))
-        counts = {
-            "running": int(ad.get("TotalRunningJobs") or 0),
-            "idle": int(ad.get("TotalIdleJobs") or 0),
-            "held": int(ad.get("TotalHeldJobs") or 0),
-        }
-        s["access_points"][str(ad.get("Name"))] = counts
-        for key, value in counts.items():
-            s[f"jobs_{key}"] += value
-    for s in sites.values():
-        s["machines"].sort()
-        s["slot_list"].sort(key=lambda slot: slot["name"])
-    return {
-        "pool": {
-            "federation": cfg.get("federation", ""),
-            "mode": cfg.get("mode", ""),
-            "collector": collector,
-            "collectors": sorted(str(c.get("Machine") or c.get("Name")) for c in collectors),
-            "nodes": sum(s["nodes"] for s in sites.values()),
-            "slots": len(startds),
-            "schedds": len(schedds),
-        },
-        "sites": sites,
-    }
-
-
 def federation_status(cfg: dict[str, Any]) -> dict[str, Any]:
     """Ask the collectors now: the federation collector, and in flock mode every pool's."""
     timeout = int(cfg.get("query_timeout_s", 10))
@@ -199,7 +82,7 @@ def federation_status(cfg: dict[str, Any]) -> dict[str, Any]:
         schedds = list(by_name.values())
     else:
         pools = [{**p, "ok": True, "detail": ""} for p in cfg.get("pool_collectors", [])]
-    result = summarize(cfg, collector, startds, schedds, collectors)
+    result = summarize(cfg, collector, startds, schedds, collectors, slots=True)
     result["pools"] = pools
     now = time.time()
     result["generated_at"] = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")

@@ -1,0 +1,1 @@
+../../../escape_fed/ops/status_core.py
