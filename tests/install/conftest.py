@@ -71,6 +71,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     assert ROOT not in base.parents, base
     venv, workdir = base / "venv", base / "work"
     workdir.mkdir()
+    # setuptools builds in the source tree (build/lib) and keeps what an earlier build left
+    # there, files since deleted included: build in a fresh directory instead.
+    extra = base / "setup-extra.cfg"
+    extra.write_text(f"[build]\nbuild_base = {base / 'build'}\n")
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = subprocess.run(
@@ -78,7 +82,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
         capture_output=True,
         text=True,
         cwd=workdir,
-        env=clean_env(),
+        env=clean_env(DIST_EXTRA_CONFIG=str(extra)),
         timeout=900,
         check=False,
     )
