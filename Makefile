@@ -1,6 +1,6 @@
 # escape-fed: every setup step a fresh Debian/Ubuntu machine needs, then the job.
 #   make demo   the main job: the lab federation up on this machine (root)
-#   make test   the whole test suite: lint, types, unit, lab (root; about 10 minutes)
+#   make test   the whole test suite: lint, types, every tier (root; see the README for times)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,14 +9,18 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := debootstrap systemd-container iproute2 openssh-client ca-certificates
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv demo test test-fast test-lab lint typecheck bench lab-down clean help collection
+TIERS := unit static install runtime roles e2e tokens
+.PHONY: all deps venv demo test test-fast test-lab lint typecheck bench lab-down clean help \
+	collection suite-time $(addprefix test-,$(TIERS))
 
 all: help
 
 help:
 	@echo "make demo       bring up the lab federation (root) and show it"
 	@echo "make test       lint + types + every test tier (root for the lab tier)"
-	@echo "make test-fast  lint + types + unit tests only (no root, about a minute)"
+	@echo "make test-fast  lint + types + the tiers without lab hosts (no root, a few minutes)"
+	@echo "make test-TIER  one tier alone: $(TIERS)"
+	@echo "make suite-time the last 'make test' run, tier by tier, next to its budget"
 	@echo "make bench      print the benchmarks' figures"
 	@echo "make lab-down   stop the lab and remove everything it made"
 	@echo "make collection build the escape.fed Ansible collection (build/collection/)"
@@ -55,14 +59,26 @@ test-fast: lint typecheck
 test-lab: deps venv
 	$(BIN)/pytest -m lab $(PYTEST_ARGS)
 
+# One tier alone, e.g. `make test-tokens` (the lab tiers deploy the shared lab they need).
+$(addprefix test-,$(TIERS)): test-%: deps venv
+	$(BIN)/pytest -m $* $(PYTEST_ARGS)
+
+# Every tier; the per-tier times go to build/suite-time.json and are printed at the end.
 test: deps lint typecheck
-	$(BIN)/pytest $(PYTEST_ARGS)
+	@mkdir -p build; start=$$(date +%s); \
+	ESCAPE_FED_SUITE_TIME=build/suite-time.json $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python bench/suite_time.py build/suite-time.json --wall $$(( $$(date +%s) - start )); \
+	exit $$rc
+
+suite-time: venv
+	$(BIN)/python bench/suite_time.py build/suite-time.json
 
 bench: deps venv
 	$(BIN)/python bench/render_bench.py
 	$(BIN)/python bench/lab_bench.py
 	$(BIN)/python bench/deploy_bench.py
 	$(BIN)/python bench/cache_bench.py
+	-$(BIN)/python bench/suite_time.py build/suite-time.json
 
 # The escape.fed Ansible collection for site admins who run their own Ansible.
 collection: venv

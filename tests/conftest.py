@@ -5,7 +5,7 @@ Tiers (a marker each, given by where a test lives; `make test-TIER` runs one alo
     unit      model, render, CLI, tokens and submit logic (no root, seconds)
     static    roles and playbooks: ansible-lint production profile, syntax, specs (no root)
     install   the package installed from a wheel and the Ansible collection
-    lab       the lab runtime itself: hosts, network, identity (root, no deploy)
+    runtime   the lab runtime itself (tests/lab): image, hosts, network, identity (no deploy)
     roles     molecule scenarios and role checks on lab hosts (root)
     e2e       the deployed federation in both modes: jobs, data, faults (root)
     tokens    IAM tokens at every entry point of the deployed federation (root)
@@ -61,13 +61,18 @@ def require_root() -> None:
 
 
 def tier(item: pytest.Item) -> str:
-    rel = Path(str(item.path)).relative_to(ROOT / "tests").parts
-    top, name = rel[0], Path(str(item.path)).stem
+    return tier_of(Path(str(item.path)))
+
+
+def tier_of(path: Path) -> str:
+    """The tier of a test file: its folder under tests/, split where one folder holds two."""
+    rel = (path if path.is_absolute() else ROOT / path).relative_to(ROOT / "tests").parts
+    top, name = rel[0], path.stem
     if top == "e2e":
         return "tokens" if name.startswith(TOKEN_MODULES) else "e2e"
     if top == "roles":
         return "static" if name == "test_static" else "roles"
-    return top  # unit, lab, install
+    return "runtime" if top == "lab" else top  # unit, install; lab/ is the lab runtime
 
 
 def lab_of(item: pytest.Item) -> str | None:
@@ -85,7 +90,7 @@ def lab_of(item: pytest.Item) -> str | None:
 def _order(item: pytest.Item) -> tuple[int, int]:
     if item.get_closest_marker("lab") is None:
         group = 0  # no lab hosts: first, fast feedback
-    elif tier(item) == "lab":
+    elif tier(item) == "runtime":
         group = 1  # the lab runtime: boots hosts, deploys nothing
     elif lab_of(item) == "flock":
         group = 3
@@ -204,3 +209,26 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     mode = lab_of(item)
     if mode == "flock" and (nextitem is None or lab_of(nextitem) != mode) and mode in _DOWN:
         _DOWN.pop(mode)()  # its users are done: free the machine for the next lab
+
+
+# --- the suite's own time, tier by tier (bench/suite_time.py prints it) -------------------
+
+_TIMES: dict[str, dict[str, float]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    kind = "lab setup" if report.when == "setup" and report.duration > 60 else report.when
+    key = tier_of(Path(report.fspath))
+    row = _TIMES.setdefault(key, {})
+    row[kind] = row.get(kind, 0.0) + report.duration
+    if report.when == "call":
+        row["tests"] = row.get("tests", 0) + 1
+        if report.failed:
+            row["failed"] = row.get("failed", 0) + 1
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    out = os.environ.get("ESCAPE_FED_SUITE_TIME")
+    if out and _TIMES:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(_TIMES, indent=2, sort_keys=True) + "\n")
