@@ -7,12 +7,10 @@ testinfra over the lab's own ssh_config (host keys checked), and always `lab dow
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,6 @@ import yaml
 from escape_fed.backends.ansible import ansible_env, executable
 from tests.conftest import ROOT
 
-IMAGES = Path("/var/lib/escape-fed/lab/images")
 RECAP = re.compile(
     r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)"
     r"\s+unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
@@ -131,33 +128,6 @@ def _members(node: dict[str, object]) -> set[str]:
     for sub in (node.get("children") or {}).values():  # type: ignore[union-attr]
         out |= _members(sub or {})
     return out
-
-
-def lab_fixture(
-    tmp: Path, source: Path, state_dir: Path, prefix: str, supernet: str
-) -> Iterator[Lab]:
-    """Boot a private copy of a lab federation; always take it down afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("the lab tier needs root")
-    data = yaml.safe_load(source.read_text())
-    data["lab"].update({"state_dir": str(state_dir), "prefix": prefix, "supernet": supernet})
-    data.setdefault("security", {})["secrets_dir"] = str(state_dir / "secrets")
-    federation = tmp / "federation.yaml"
-    federation.write_text(yaml.safe_dump(data, sort_keys=False))
-    state_dir.mkdir(parents=True, exist_ok=True)
-    IMAGES.mkdir(parents=True, exist_ok=True)  # on a fresh machine the first lab builds it here
-    if not (state_dir / "images").is_symlink() and not (state_dir / "images").exists():
-        (state_dir / "images").symlink_to(IMAGES)  # share the default lab's cached image
-    cli("lab", "down", str(federation))  # leftovers of a killed earlier run
-    try:
-        up = cli("lab", "up", str(federation))
-        assert up.returncode == 0, up.stdout + up.stderr
-        inventory = tmp / "inventory"
-        rendered = cli("render", str(federation), "--out", str(inventory))
-        assert rendered.returncode == 0, rendered.stderr
-        yield Lab(federation, state_dir, inventory, data)
-    finally:
-        cli("lab", "down", str(federation))
 
 
 def wait_for(check, timeout: float = 120.0, every: float = 3.0):  # type: ignore[no-untyped-def]

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from escape_fed.backends.ansible import COLLECTIONS_PATH
+from tests.conftest import require_root
 from tests.labfed import ROOT, cli, lab_copy
 from tests.roles._labrun import Lab, run_job, run_playbook
 
@@ -48,10 +49,12 @@ class MoleculeLab:
 
 @pytest.fixture(scope="module")
 def mlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MoleculeLab]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab tier needs root")
+    require_root()
     if not (BIN / "molecule").exists():
-        pytest.skip(f"molecule is not installed beside {sys.executable}: pip install -e '.[dev]'")
+        pytest.fail(
+            f"molecule is not installed beside {sys.executable}: pip install -e '.[dev]'",
+            pytrace=False,
+        )
     tmp = tmp_path_factory.mktemp("molecule")
     federation = lab_copy(
         ROOT / "inventories" / "lab" / "federation.yaml", "molecule", "efm", "10.87.0.0/16", tmp
@@ -99,7 +102,7 @@ def mlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MoleculeLab]:
 @pytest.mark.parametrize("role", ROLES)
 def test_molecule_scenario_passes(mlab: MoleculeLab, role: str) -> None:
     if mlab.failed:
-        pytest.skip(f"{role} needs {', '.join(mlab.failed)} converged, which failed")
+        pytest.fail(f"{role} needs {', '.join(mlab.failed)} converged, which failed")
     start = time.monotonic()
     try:
         proc = subprocess.run(
@@ -125,7 +128,7 @@ def test_molecule_scenario_passes(mlab: MoleculeLab, role: str) -> None:
 def needs_all_scenarios(mlab: MoleculeLab) -> None:
     missing = [r for r in ROLES if r not in mlab.seconds or r in mlab.failed]
     if missing:
-        pytest.skip(f"needs every role scenario to have passed: {', '.join(missing)} did not")
+        pytest.fail(f"needs every role scenario to have passed: {', '.join(missing)} did not")
 
 
 def test_limit_to_one_site_touches_only_it_and_changes_nothing(mlab: MoleculeLab) -> None:
