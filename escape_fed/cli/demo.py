@@ -28,7 +28,12 @@ def demo(file: Path, output: str) -> None:
             {
                 "ok": result.ok,
                 "reachable": {r.host: r.ok for r in result.reachable},
-                "deploy": {"ok": pb.ok, "seconds": round(pb.seconds, 1), "changed": pb.changed}
+                "deploy": {
+                    "ok": pb.ok,
+                    "seconds": round(pb.seconds, 1),
+                    "changed": pb.changed,
+                    "hosts": {h: s.__dict__ for h, s in sorted(pb.hosts.items())},
+                }
                 if pb
                 else None,
                 "status": result.status,

@@ -1,8 +1,7 @@
-"""Role test driver: the molecule sequence (syntax, converge, idempotence, verify) on lab hosts.
-
-One lab per test module: boot it with `escape-fed lab up`, render its inventory with
-`escape-fed render`, run the playbooks with escape-fed's Ansible environment, verify with
-testinfra over the lab's own ssh_config (host keys checked), and always `lab down` at the end.
+"""Role test helpers on lab hosts: a booted lab with its rendered inventory, playbook runs with
+escape-fed's Ansible environment and their recap, testinfra over the lab's own ssh_config (host
+keys checked), and a job submitted at an access point. Used by the molecule tier and the flock
+role checks (on the shared flock lab, tests/conftest.py).
 """
 
 from __future__ import annotations
