@@ -154,6 +154,9 @@ SHARED = {
     "global-pool": (LAB_FEDERATION, "e2e-efz", "efz", "10.92.0.0/16", "demo"),
     "flock": (FLOCK_FEDERATION, "e2e-efl", "efl", "10.82.0.0/16", "deploy"),
 }
+# Development: run against a lab this fixture deployed earlier and left up (its state dir's
+# federation.yaml); it is reused as it is and left up afterwards.
+REUSE = {"global-pool": "ESCAPE_FED_SHARED_LAB", "flock": "ESCAPE_FED_FLOCK_LAB"}
 _DOWN: dict[str, Callable[[], None]] = {}
 
 
@@ -161,7 +164,7 @@ def _deployed(mode: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
     from tests.labfed import cli, lab_copy
 
     require_root()
-    given = os.environ.get("ESCAPE_FED_SHARED_LAB" if mode == "global-pool" else "")
+    given = os.environ.get(REUSE[mode])
     if given:  # a lab deployed earlier by this fixture, reused and left up (development)
         path = Path(given)
         first = json.loads((path.parent / "first.json").read_text())
