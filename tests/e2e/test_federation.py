@@ -123,7 +123,10 @@ def test_smoke_passes_at_every_site(fed: Path) -> None:
         assert r["ok"] and r["ran_on"].endswith(f".{r['site']}.escape.lab")
 
 
-def test_a_second_deploy_changes_nothing(fed: Path) -> None:
+def test_a_second_deploy_changes_nothing(flock_lab: DeployedLab) -> None:
+    # Global-pool: the same check is tests/install's deploy --full by the installed package on
+    # the shared lab (one full re-run per lab: they are the suite's most expensive steps).
+    fed = flock_lab.file
     proc = cli("deploy", str(fed), "--full", "--output", "json")  # every role, for real
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads(proc.stdout)
@@ -133,7 +136,11 @@ def test_a_second_deploy_changes_nothing(fed: Path) -> None:
     assert plan["counts"]["create"] == plan["counts"]["change"] == 0
 
 
-def test_an_unchanged_deploy_checks_health_and_repairs_a_stopped_service(fed: Path) -> None:
+def test_an_unchanged_deploy_checks_health_and_repairs_a_stopped_service(
+    shared_lab: DeployedLab,
+) -> None:
+    # The health path (playbooks/health.yml) is the same in both modes: once is enough.
+    fed = shared_lab.file
     quick = json.loads(cli("deploy", str(fed), "-o", "json").stdout)
     assert quick["ok"] and quick["skipped"] and quick["changed"] == 0
     assert set(quick["hosts"]) == {h.name for h in hosts(load_federation(fed))}  # all checked

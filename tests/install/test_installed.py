@@ -106,3 +106,8 @@ def test_the_installed_tool_deploys_the_shared_lab_from_its_own_collection(
     assert sorted(result["hosts"]) == sorted(h.name for h in hosts(shared_lab.fed)), result
     assert result["changed"] == 0, {h: s for h, s in result["hosts"].items() if s["changed"]}
     print(f"\ninstalled deploy --full: {result['seconds']} s", file=sys.stderr)
+    # ... and recorded what it applied: nothing is left to create or change.
+    plan = installed.run("escape-fed", "plan", str(shared_lab.file), "--output", "json")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    counts = json.loads(plan.stdout)["counts"]
+    assert counts["create"] == counts["change"] == 0, counts
