@@ -20,7 +20,8 @@ from escape_fed.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 HELP = f"""Stand up islands of compute next to data-lake storage and join them into one
 federated HTCondor pool, from one federation file.
 
-FILE defaults to inventories/lab/federation.yaml (the local lab federation).
+FILE defaults to ./inventories/lab/federation.yaml when it exists, else to the local lab
+federation installed with the package.
 Data goes to stdout, messages to stderr; commands that read state take --output json.
 
 \b
