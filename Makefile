@@ -78,6 +78,7 @@ bench: deps venv
 	$(BIN)/python bench/lab_bench.py
 	$(BIN)/python bench/deploy_bench.py
 	$(BIN)/python bench/cache_bench.py
+	$(BIN)/python bench/runner_bench.py
 	-$(BIN)/python bench/suite_time.py build/suite-time.json
 
 # The escape.fed Ansible collection for site admins who run their own Ansible.

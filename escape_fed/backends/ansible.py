@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import ansible_runner  # type: ignore[import-untyped]
 
 from escape_fed import collection
 from escape_fed.errors import OperationFailed
@@ -28,7 +30,6 @@ from escape_fed.errors import OperationFailed
 ANSIBLE_CFG = collection.ansible_cfg()
 PLAYBOOKS = collection.playbooks_dir()
 COLLECTIONS_PATH = collection.collections_dir()
-PLUGINS = Path(__file__).resolve().parent / "ansible_plugins"
 
 
 def executable(name: str) -> str:
@@ -73,32 +74,20 @@ class PingResult:
 
 
 def ping(inventory: Path, pattern: str = "all", timeout: int = 60) -> list[PingResult]:
-    """``ansible PATTERN -m ping`` over SSH: one result per host of the inventory."""
+    """``ansible PATTERN -m ping`` over SSH (through ansible-runner): one result per host."""
+    got: dict[str, PingResult] = {}
+
+    def on_event(ev: dict[str, Any]) -> bool:
+        data = ev.get("event_data") or {}
+        host, res = data.get("host"), data.get("res") or {}
+        if ev.get("event") == "runner_on_ok" and host:
+            ok = res.get("ping") == "pong"
+            got[host] = PingResult(host, ok, "pong" if ok else str(res)[-300:])
+        elif ev.get("event") in ("runner_on_failed", "runner_on_unreachable") and host:
+            got[host] = PingResult(host, False, str(res.get("msg", "failed")).strip()[-300:])
+        return True
+
     with ansible_env() as env:
-        tree = Path(env["ANSIBLE_LOCAL_TEMP"]).parent / "tree"
-        env.update(
-            {
-                "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-                "ANSIBLE_CALLBACKS_ENABLED": "tree",
-                "ANSIBLE_CALLBACK_TREE_DIR": str(tree),
-            }
-        )
-        proc = subprocess.run(
-            [
-                executable("ansible"),
-                "-i",
-                str(inventory),
-                pattern,
-                "-m",
-                "ansible.builtin.ping",
-                "-o",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-            check=False,
-        )
         listing = subprocess.run(
             [executable("ansible-inventory"), "-i", str(inventory), "--list"],
             capture_output=True,
@@ -112,17 +101,22 @@ def ping(inventory: Path, pattern: str = "all", timeout: int = 60) -> list[PingR
                 f"{inventory}: ansible-inventory failed: {listing.stderr.strip()}"
             )
         names = sorted(json.loads(listing.stdout).get("_meta", {}).get("hostvars", {}))
-        results = []
-        for name in names:
-            path = tree / name
-            if not path.exists():
-                results.append(PingResult(name, False, proc.stderr.strip()[-300:] or "no result"))
-                continue
-            data = json.loads(path.read_text())
-            ok = data.get("ping") == "pong" and not data.get("failed")
-            msg = "pong" if ok else str(data.get("msg", "failed")).strip()
-            results.append(PingResult(name, ok, msg))
-        return results
+        work = Path(env["ANSIBLE_LOCAL_TEMP"]).parent / "runner"
+        work.mkdir(parents=True, mode=0o700)
+        env["PATH"] = f"{Path(executable('ansible')).parent}{os.pathsep}{env['PATH']}"
+        run = ansible_runner.run(
+            private_data_dir=str(work),
+            host_pattern=pattern,
+            module="ansible.builtin.ping",
+            inventory=str(inventory),
+            envvars=env,
+            event_handler=on_event,
+            timeout=timeout,
+            quiet=True,
+            suppress_env_files=True,
+        )
+        tail = (run.stdout.read().strip()[-300:] if run.rc else "") or "no result"
+    return [got.get(name, PingResult(name, False, tail)) for name in names]
 
 
 @dataclass
@@ -164,27 +158,6 @@ class PlaybookResult:
 Progress = Callable[[str], None]
 
 
-def _follow(path: Path, stop: threading.Event, sink: Callable[[dict[str, Any]], None]) -> None:
-    """Read JSON lines from ``path`` as they are written, until ``stop`` and end of file."""
-    while not path.exists() and not stop.is_set():
-        time.sleep(0.05)
-    if not path.exists():
-        return
-    with path.open(encoding="utf-8") as f:
-        buffer = ""
-        while True:
-            chunk = f.readline()
-            if chunk:
-                buffer += chunk
-                if buffer.endswith("\n"):
-                    sink(json.loads(buffer))
-                    buffer = ""
-                continue
-            if stop.is_set():
-                break
-            time.sleep(0.05)
-
-
 def run_playbook(
     inventory: Path,
     playbook: str | Path,
@@ -203,63 +176,90 @@ def run_playbook(
     book = Path(playbook) if Path(playbook).is_absolute() else PLAYBOOKS / playbook
     if not book.exists():
         raise OperationFailed(f"playbook {book} not found")
-    argv = [executable("ansible-playbook"), "-i", str(inventory), str(book)]
-    if limit:
-        argv += ["--limit", limit]
-    if check:
-        argv += ["--check", "--diff"]
-    if extra_vars:
-        argv += ["--extra-vars", json.dumps(extra_vars)]
     result = PlaybookResult(returncode=-1, seconds=0.0, log=log)
-    current = {"play": ""}
+    host_events = {
+        "runner_on_ok": "ok",
+        "runner_on_failed": "failed",
+        "runner_on_unreachable": "unreachable",
+        "runner_on_skipped": "skipped",
+    }
+    stats_fields = {
+        "ok": "ok",
+        "changed": "changed",
+        "failures": "failures",
+        "dark": "unreachable",
+        "skipped": "skipped",
+        "rescued": "rescued",
+        "ignored": "ignored",
+    }
 
-    def on_event(ev: dict[str, Any]) -> None:
-        kind = ev["event"]
-        if kind == "play":
-            current["play"] = ev["name"]
-            progress(f"play: {ev['name']}")
-        elif kind == "task" and verbose:
-            progress(f"  task: {ev['name']}")
-        elif kind in ("changed", "failed", "unreachable"):
-            mark = {"changed": "changed", "failed": "FAILED", "unreachable": "UNREACHABLE"}[kind]
-            line = f"  {ev['host']}: {mark}: {ev['task']}"
-            if ev.get("msg"):
-                line += f": {ev['msg']}"
-            progress(line)
-            if kind != "changed":
-                result.errors.append(ev)
-        elif kind == "stats":
-            fields = {k: int(v) for k, v in ev.items() if k in HostSummary.__dataclass_fields__}
-            result.hosts[ev["host"]] = HostSummary(**fields)
+    def on_event(ev: dict[str, Any]) -> bool:
+        kind, data = ev.get("event", ""), ev.get("event_data") or {}
+        if kind == "playbook_on_play_start":
+            progress(f"play: {data.get('play', '')}")
+        elif kind == "playbook_on_task_start" and verbose:
+            progress(f"  task: {data.get('task', '')}")
+        elif kind in host_events:
+            res = data.get("res") or {}
+            mark = host_events[kind]
+            if mark == "ok" and res.get("changed"):
+                mark = "changed"
+            if mark == "failed" and data.get("ignore_errors"):
+                mark = "ignored"
+            if mark in ("changed", "failed", "unreachable"):
+                # no_log results arrive censored: their message is never shown
+                msg = res.get("msg") or res.get("stderr") or res.get("module_stderr")
+                msg = msg.strip()[-600:] if isinstance(msg, str) and msg.strip() else None
+                label = {"changed": "changed", "failed": "FAILED", "unreachable": "UNREACHABLE"}
+                line = f"  {data.get('host')}: {label[mark]}: {data.get('task')}"
+                progress(line + (f": {msg}" if msg else ""))
+                if mark != "changed":
+                    result.errors.append(
+                        {
+                            "event": mark,
+                            "host": data.get("host"),
+                            "task": data.get("task"),
+                            "msg": msg,
+                        }
+                    )
+        elif kind == "playbook_on_stats":
+            for host in sorted(data.get("processed") or {}):
+                fields = {
+                    ours: int((data.get(theirs) or {}).get(host, 0))
+                    for theirs, ours in stats_fields.items()
+                }
+                result.hosts[host] = HostSummary(**fields)
+        return True  # keep ansible-runner's own record of the event too
 
+    cmdline = [str(book)]
+    if limit:
+        cmdline += ["--limit", limit]
+    if check:
+        cmdline += ["--check", "--diff"]
+    if extra_vars:
+        cmdline += ["--extra-vars", json.dumps(extra_vars)]
     with ansible_env() as env:
-        events = Path(env["ANSIBLE_LOCAL_TEMP"]).parent / "events.jsonl"
-        env.update(
-            {
-                "ESCAPE_FED_EVENTS": str(events),
-                "ANSIBLE_CALLBACK_PLUGINS": str(PLUGINS / "callback"),
-                "ANSIBLE_CALLBACKS_ENABLED": "escape_fed_events",
-            }
-        )
-        stop = threading.Event()
-        reader = threading.Thread(target=_follow, args=(events, stop, on_event), daemon=True)
-        reader.start()
+        work = Path(env["ANSIBLE_LOCAL_TEMP"]).parent / "runner"
+        work.mkdir(parents=True, mode=0o700)
+        # ansible-runner starts the ansible-playbook beside escape-fed (see executable())
+        env["PATH"] = f"{Path(executable('ansible-playbook')).parent}{os.pathsep}{env['PATH']}"
         started = time.monotonic()
-        if log is not None:
+        run = ansible_runner.run(
+            private_data_dir=str(work),
+            playbook=str(book),
+            inventory=str(inventory),
+            cmdline=shlex.join(cmdline[1:]) or None,
+            envvars=env,
+            project_dir=str(PLAYBOOKS),
+            event_handler=on_event,
+            quiet=True,
+            suppress_env_files=True,
+        )
+        result.seconds = time.monotonic() - started
+        result.returncode = int(run.rc if run.rc is not None else -1)
+        if log is not None:  # Ansible's own output, owner-only
             log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            out: Any = os.fdopen(fd, "w", encoding="utf-8")
-        else:
-            out = subprocess.DEVNULL
-        try:
-            proc = subprocess.run(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=env, check=False, cwd=PLAYBOOKS
-            )
-        finally:
-            if log is not None:
-                out.close()
-            stop.set()
-            reader.join(timeout=30)
-        result.returncode = proc.returncode
-        result.seconds = time.monotonic() - started
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                shutil.copyfileobj(run.stdout, out)
     return result
