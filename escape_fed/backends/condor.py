@@ -21,32 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from escape_fed.errors import OperationFailed
+from escape_fed.ops import status_core
 
-STARTD_ATTRS = [
-    "Name",
-    "Machine",
-    "SlotType",
-    "State",
-    "Activity",
-    "Cpus",
-    "Memory",
-    "GPUs",
-    "TotalSlotCpus",
-    "TotalSlotMemory",
-    "TotalSlotGPUs",
-    "ESCAPE_SITE",
-    "ESCAPE_RSES",
-    "ESCAPE_CACHE",
-    "ChildCpus",
-]
-SCHEDD_ATTRS = [
-    "Name",
-    "Machine",
-    "TotalRunningJobs",
-    "TotalIdleJobs",
-    "TotalHeldJobs",
-    "ESCAPE_SITE",
-]
+# What status reads (status_core, shared with the gateway's service), plus what facilities and
+# submit read: where a node is, its cache, its dynamic slots' cores.
+STARTD_ATTRS = [*status_core.STARTD_ATTRS, "ESCAPE_RSES", "ESCAPE_CACHE", "ChildCpus"]
+SCHEDD_ATTRS = [*status_core.SCHEDD_ATTRS, "ESCAPE_SITE"]
 COLLECTOR_ATTRS = ["Name", "Machine", "CondorVersion"]
 
 
