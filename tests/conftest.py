@@ -148,6 +148,18 @@ class DeployedLab:
         deploy: dict[str, Any] = self.first.get("deploy", self.first)
         return deploy
 
+    def first_recap(self) -> dict[str, dict[str, int]]:
+        """The first deploy's per-host recap, as the role checks read a converge's."""
+        return {
+            host: {
+                "ok": s["ok"],
+                "changed": s["changed"],
+                "unreachable": s["unreachable"],
+                "failed": s["failures"],
+            }
+            for host, s in self.first_deploy()["hosts"].items()
+        }
+
 
 SHARED = {
     # mode: (source, tag, prefix, supernet, command that brings it up)

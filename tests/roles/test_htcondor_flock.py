@@ -42,15 +42,7 @@ def lab(flock_lab: DeployedLab) -> Lab:
 def converged(flock_lab: DeployedLab) -> PlaybookRun:
     """The first deploy of the shared flock lab, as the role checks read a converge."""
     first = flock_lab.first_deploy()
-    recap = {
-        host: {
-            "ok": s["ok"],
-            "changed": s["changed"],
-            "unreachable": s["unreachable"],
-            "failed": s["failures"],
-        }
-        for host, s in first["hosts"].items()
-    }
+    recap = flock_lab.first_recap()
     return PlaybookRun(0 if first["ok"] else 1, float(first.get("seconds", 0)), "", recap)
 
 

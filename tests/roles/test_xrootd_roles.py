@@ -56,15 +56,7 @@ def converged(lab: DataLab, shared_lab: DeployedLab) -> PlaybookRun:
     syntax = lab.playbook("--syntax-check")
     assert syntax.rc == 0, syntax.output
     first = shared_lab.first_deploy()
-    recap = {
-        host: {
-            "ok": s["ok"],
-            "changed": s["changed"],
-            "unreachable": s["unreachable"],
-            "failed": s["failures"],
-        }
-        for host, s in first["hosts"].items()
-    }
+    recap = shared_lab.first_recap()
     return PlaybookRun(0 if first["ok"] else 1, float(first.get("seconds", 0)), "", recap)
 
 
