@@ -1,8 +1,9 @@
 """The lab issuer (role token_issuer) for real: discovery, JWKS, tokens and their claims, refusals,
 key rotation without a restart, secrets never readable by others, a second deploy changes nothing.
 
-Runs on the shared token lab (`token_lab`; ESCAPE_FED_TOKEN_LAB=FED.yaml to reuse a deployed
-lab). Every request goes over TLS checked against the deployment CA, to the issuer's real name.
+Runs on the shared global-pool lab (`token_lab`; ESCAPE_FED_SHARED_LAB=FED.yaml to reuse a
+deployed one). Every request goes over TLS checked against the deployment CA, to the issuer's
+real name.
 """
 
 from __future__ import annotations
