@@ -166,6 +166,16 @@ SHARED = {
     "global-pool": (LAB_FEDERATION, "e2e-efz", "efz", "10.92.0.0/16", "demo"),
     "flock": (FLOCK_FEDERATION, "e2e-efl", "efl", "10.82.0.0/16", "deploy"),
 }
+# Development side by side: ESCAPE_FED_TEST_SLOT=PP:N (two letters, an octet) gives this run's
+# shared labs their own prefix and addresses (PPz on 10.N.0.0/16, PPl on 10.N+50.0.0/16), so
+# two checkouts can run the lab tiers at once without touching each other's labs.
+_SLOT = os.environ.get("ESCAPE_FED_TEST_SLOT")
+if _SLOT:
+    _pp, _n = _SLOT.split(":")
+    SHARED = {
+        "global-pool": (LAB_FEDERATION, f"e2e-{_pp}z", f"{_pp}z", f"10.{_n}.0.0/16", "demo"),
+        "flock": (FLOCK_FEDERATION, f"e2e-{_pp}l", f"{_pp}l", f"10.{int(_n) + 50}.0.0/16", "deploy"),
+    }
 # Development: run against a lab this fixture deployed earlier and left up (its state dir's
 # federation.yaml); it is reused as it is and left up afterwards.
 REUSE = {"global-pool": "ESCAPE_FED_SHARED_LAB", "flock": "ESCAPE_FED_FLOCK_LAB"}
