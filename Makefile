@@ -47,8 +47,8 @@ demo: deps venv
 	$(BIN)/escape-fed demo
 
 lint: venv
-	$(BIN)/ruff check escape_fed tests bench roles
-	$(BIN)/ruff format --check escape_fed tests bench roles
+	$(BIN)/ruff check escape_fed tests bench roles playbooks
+	$(BIN)/ruff format --check escape_fed tests bench roles playbooks
 
 typecheck: venv
 	$(BIN)/mypy

@@ -172,9 +172,10 @@ SHARED = {
 _SLOT = os.environ.get("ESCAPE_FED_TEST_SLOT")
 if _SLOT:
     _pp, _n = _SLOT.split(":")
+    _flock_net = f"10.{int(_n) + 50}.0.0/16"
     SHARED = {
         "global-pool": (LAB_FEDERATION, f"e2e-{_pp}z", f"{_pp}z", f"10.{_n}.0.0/16", "demo"),
-        "flock": (FLOCK_FEDERATION, f"e2e-{_pp}l", f"{_pp}l", f"10.{int(_n) + 50}.0.0/16", "deploy"),
+        "flock": (FLOCK_FEDERATION, f"e2e-{_pp}l", f"{_pp}l", _flock_net, "deploy"),
     }
 # Development: run against a lab this fixture deployed earlier and left up (its state dir's
 # federation.yaml); it is reused as it is and left up afterwards.

@@ -167,11 +167,13 @@ def run_playbook(
     extra_vars: dict[str, Any] | None = None,
     log: Path | None = None,
     verbose: bool = False,
+    extra_vars_file: Path | None = None,
+    observe: Callable[[dict[str, Any]], None] | None = None,
 ) -> PlaybookResult:
     """Run one playbook; show per-host progress; return Ansible's recap and the errors.
 
     ``playbook`` is a path or the name of a file in ``playbooks/``. Ansible's own output goes to
-    ``log`` (0600), progress lines to ``progress``.
+    ``log`` (0600), progress lines to ``progress``; ``observe`` sees every event as it comes.
     """
     book = Path(playbook) if Path(playbook).is_absolute() else PLAYBOOKS / playbook
     if not book.exists():
@@ -195,6 +197,8 @@ def run_playbook(
 
     def on_event(ev: dict[str, Any]) -> bool:
         kind, data = ev.get("event", ""), ev.get("event_data") or {}
+        if observe is not None:
+            observe(ev)
         if kind == "playbook_on_play_start":
             progress(f"play: {data.get('play', '')}")
         elif kind == "playbook_on_task_start" and verbose:
@@ -238,6 +242,8 @@ def run_playbook(
         cmdline += ["--check", "--diff"]
     if extra_vars:
         cmdline += ["--extra-vars", json.dumps(extra_vars)]
+    if extra_vars_file:
+        cmdline += ["--extra-vars", f"@{extra_vars_file}"]
     with ansible_env() as env:
         work = Path(env["ANSIBLE_LOCAL_TEMP"]).parent / "runner"
         work.mkdir(parents=True, mode=0o700)

@@ -24,10 +24,20 @@ from escape_fed.ops.deploy import deploy as run_deploy
 @click.option("--site", help="deploy only this site (its hosts and what they need)")
 @click.option("--check", is_flag=True, help="Ansible check mode: report what would change")
 @click.option(
-    "--full", is_flag=True, help="run every role even when nothing changed since the last deploy"
+    "--full",
+    is_flag=True,
+    help="when nothing changed since the last deploy, also check every file, directory, "
+    "account and service the roles manage on every host; run every role if any differs",
+)
+@click.option(
+    "--converge",
+    is_flag=True,
+    help="run every role on every host, whatever the checks would say",
 )
 @output_option
-def deploy(file: Path, site: str | None, check: bool, full: bool, output: str) -> None:
+def deploy(
+    file: Path, site: str | None, check: bool, full: bool, converge: bool, output: str
+) -> None:
     """Provision the hosts of FILE and configure them with the roles; exit 1 on failure.
 
     Lab sites are booted first (a no-op when up). A successful run records what was applied,
@@ -35,8 +45,16 @@ def deploy(file: Path, site: str | None, check: bool, full: bool, output: str) -
     """
     fed = load(file)
     result = run_deploy(
-        fed, file.name, info, site=site, check=check, verbose=settings().verbose > 0, full=full
+        fed,
+        file.name,
+        info,
+        site=site,
+        check=check,
+        verbose=settings().verbose > 0,
+        full=full,
+        converge=converge,
     )
+    verified = result.verified
     pb = result.playbook
     if output == "json":
         emit_json(
@@ -44,6 +62,8 @@ def deploy(file: Path, site: str | None, check: bool, full: bool, output: str) -
                 "ok": pb.ok,
                 "check": check,
                 "skipped": result.skipped,
+                "verified": verified is not None and verified.clean,
+                "drift": verified.drift if verified is not None else {},
                 "seconds": round(pb.seconds, 1),
                 "changed": pb.changed,
                 "hosts": {h: s.__dict__ for h, s in sorted(pb.hosts.items())},
@@ -58,12 +78,18 @@ def deploy(file: Path, site: str | None, check: bool, full: bool, output: str) -
         ]
         click.echo(table(rows, ["HOST", "OK", "CHANGED", "FAILED", "UNREACHABLE"]))
         verb = "would change" if check else "changed"
-        what = (
-            "nothing changed since the last deploy and every host is healthy: roles skipped "
-            "(--full runs them)"
-            if result.skipped
-            else f"{pb.changed} tasks {verb}"
-        )
+        if result.skipped and verified is not None:
+            what = (
+                "nothing changed since the last deploy, every host is as the last converge "
+                "left it and healthy: roles skipped (--converge runs them)"
+            )
+        elif result.skipped:
+            what = (
+                "nothing changed since the last deploy and every host is healthy: roles "
+                "skipped (--full also checks every managed file; --converge runs every role)"
+            )
+        else:
+            what = f"{pb.changed} tasks {verb}"
         info(
             f"deploy {'(check) ' if check else ''}{'ok' if pb.ok else 'FAILED'}: "
             f"{len(pb.hosts)} hosts, {what}, {pb.seconds:.1f} s; log: {pb.log}"

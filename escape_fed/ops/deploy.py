@@ -14,12 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from escape_fed import collection
-from escape_fed.backends.ansible import PLAYBOOKS, PlaybookResult, Progress, run_playbook
+from escape_fed.backends.ansible import (
+    PLAYBOOKS,
+    HostSummary,
+    PlaybookResult,
+    Progress,
+    run_playbook,
+)
 from escape_fed.errors import BadInput, NotBuiltYet, OperationFailed
 from escape_fed.lab import runtime
 from escape_fed.lab.plan import lab_spec
 from escape_fed.model.schema import CLOUD_BACKENDS, Backend, Federation
 from escape_fed.model.view import group_name
+from escape_fed.ops import drift
 from escape_fed.ops.plan import desired, load_snapshot, write_snapshot
 from escape_fed.render.inventory import inventory_files, write_inventory
 
@@ -34,6 +41,21 @@ class DeployResult:
     snapshot: Path | None  # None: nothing recorded (check mode or failure)
     check: bool
     skipped: bool = False  # roles not run: nothing changed since the last deploy, all healthy
+    verified: drift.Verification | None = None  # --full: the hosts checked against the record
+
+
+def merged(*runs: PlaybookResult) -> PlaybookResult:
+    """Several playbook runs as one: recaps added host by host, times summed."""
+    out = PlaybookResult(returncode=0, seconds=0.0, log=runs[-1].log)
+    for run in runs:
+        out.returncode = out.returncode or run.returncode
+        out.seconds += run.seconds
+        out.errors += run.errors
+        for host, summary in run.hosts.items():
+            total = out.hosts.setdefault(host, HostSummary())
+            for key, value in summary.__dict__.items():
+                setattr(total, key, getattr(total, key) + value)
+    return out
 
 
 def fingerprint(fed: Federation, source: str) -> str:
@@ -109,13 +131,16 @@ def deploy(
     check: bool = False,
     verbose: bool = False,
     full: bool = False,
+    converge: bool = False,
 ) -> DeployResult:
     """Provision the hosts of FED (or of one site) and apply the roles.
 
     A whole-federation deploy whose inputs (inventory, roles, playbooks) are those of the last
     successful one runs only the health play; if every host is healthy the roles are skipped,
-    otherwise they all run. ``full`` always runs them (to repair drift the health play cannot
-    see).
+    otherwise they all run. ``full`` first checks every host against what the last converge
+    left there (drift.verify: every file, directory, account and service the roles manage),
+    and runs every role if anything differs or the health play fails. ``converge`` runs every
+    role whatever the checks would say.
     """
     if site is not None and site not in fed.sites:
         raise BadInput(f"--site {site}: no such site: expected one of {', '.join(fed.sites)}")
@@ -144,31 +169,58 @@ def deploy(
     log = state_dir(fed) / "logs" / f"deploy-{stamp}.log"
     current = fingerprint(fed, source)
     snapshot_file = Path(fed.snapshot_path())
-    if (
-        not full
+    record_file = drift.record_path(state_dir(fed))
+    unchanged = (
+        not converge
         and not check
         and site is None
         and snapshot_file.exists()
         and _applied_fingerprint(fed) == current
-    ):
-        progress(
-            "configure: nothing changed since the last deploy; checking every host's "
-            "health (--full runs every role)"
-        )
-        health = run_playbook(
-            inventory / "hosts.yml",
-            HEALTH_PLAYBOOK,
-            progress,
-            log=log.with_name(f"health-{stamp}.log"),
-            verbose=verbose,
-        )
-        if health.ok:
-            return DeployResult(health, inventory, snapshot_file, check, skipped=True)
-        progress("configure: some hosts are not healthy: running every role")
+    )
+    record = drift.load_record(record_file, current) if unchanged and full else None
+    if unchanged and (not full or record is not None):
+        verified = None
+        if record is not None:
+            progress(
+                "configure: nothing changed since the last deploy; verifying every file, "
+                "directory, account and service the roles manage on every host against the "
+                "last converge (--converge runs every role)"
+            )
+            verified = drift.verify(
+                inventory / "hosts.yml",
+                record,
+                progress,
+                log=log.with_name(f"verify-{stamp}.log"),
+                verbose=verbose,
+            )
+            for host, found in sorted(verified.drift.items()):
+                progress(f"  {host}: differs from the last converge: {'; '.join(found[:5])}")
+        if verified is None or verified.clean:
+            progress(
+                "configure: checking every host's health"
+                + ("" if full else " (--full also verifies every managed file)")
+            )
+            health = run_playbook(
+                inventory / "hosts.yml",
+                HEALTH_PLAYBOOK,
+                progress,
+                log=log.with_name(f"health-{stamp}.log"),
+                verbose=verbose,
+            )
+            if health.ok:
+                both = health if verified is None else merged(verified.playbook, health)
+                return DeployResult(
+                    both, inventory, snapshot_file, check, skipped=True, verified=verified
+                )
+            progress("configure: some hosts are not healthy: running every role")
+        else:
+            progress("configure: hosts differ from the last converge: running every role")
     progress(
         f"configure: ansible-playbook {PLAYBOOK}{' --check' if check else ''}"
         f"{f' --limit {group_name(site)}' if site else ''} (log: {log})"
     )
+    recorder = drift.Recorder()
+    record_file.unlink(missing_ok=True)  # rewritten only by a whole, successful converge
     result = run_playbook(
         inventory / "hosts.yml",
         PLAYBOOK,
@@ -177,7 +229,22 @@ def deploy(
         check=check,
         log=log,
         verbose=verbose,
+        observe=None if check or site else recorder.observe,
     )
+    if result.ok and not check and site is None:
+        progress(
+            "configure: recording what the converge left on every host (deploy --full checks it)"
+        )
+        if drift.capture(
+            inventory / "hosts.yml",
+            recorder,
+            progress,
+            log=log.with_name(f"record-{stamp}.log"),
+            verbose=verbose,
+        ):
+            recorder.save(record_file, current)
+        else:
+            progress("configure: the record is incomplete: the next deploy --full runs every role")
     snapshot = None
     if result.ok and not check:
         snapshot = Path(fed.snapshot_path())
