@@ -178,8 +178,8 @@ def deploy(
         and _applied_fingerprint(fed) == current
     )
     record = drift.load_record(record_file, current) if unchanged and full else None
+    verified = None
     if unchanged and (not full or record is not None):
-        verified = None
         if record is not None:
             progress(
                 "configure: nothing changed since the last deploy; verifying every file, "
@@ -262,4 +262,4 @@ def deploy(
             marker.write_text(json.dumps({"fingerprint": current, "at": stamp}), encoding="utf-8")
         else:
             marker.unlink(missing_ok=True)  # a partial or failed run: the next one runs in full
-    return DeployResult(result, inventory, snapshot, check)
+    return DeployResult(result, inventory, snapshot, check, verified=verified)

@@ -124,10 +124,10 @@ def test_smoke_passes_at_every_site(fed: Path) -> None:
 
 
 def test_a_second_deploy_changes_nothing(flock_lab: DeployedLab) -> None:
-    # Global-pool: the same check is tests/install's deploy --full by the installed package on
-    # the shared lab (one full re-run per lab: they are the suite's most expensive steps).
+    # Global-pool: the same check is tests/install's deploy --converge by the installed package
+    # on the shared lab (one full re-run per lab: they are the suite's most expensive steps).
     fed = flock_lab.file
-    proc = cli("deploy", str(fed), "--full", "--output", "json")  # every role, for real
+    proc = cli("deploy", str(fed), "--converge", "--output", "json")  # every role, for real
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads(proc.stdout)
     assert not again["skipped"]

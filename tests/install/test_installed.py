@@ -95,17 +95,17 @@ def test_the_packaged_playbooks_resolve_every_role_from_the_installed_collection
 def test_the_installed_tool_deploys_the_shared_lab_from_its_own_collection(
     installed: Installed, shared_lab: DeployedLab
 ) -> None:
-    """`escape-fed deploy --full` by the installed package, outside the checkout, on the lab
+    """`escape-fed deploy --converge` by the installed package, outside the checkout, on the lab
     the checkout deployed: every role runs from the installed collection and changes nothing."""
     proc = installed.run(
-        "escape-fed", "deploy", str(shared_lab.file), "--full", "--output", "json", timeout=1500
+        "escape-fed", "deploy", str(shared_lab.file), "--converge", "--output", "json", timeout=1500
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     result = json.loads(proc.stdout)
     assert result["ok"] and not result["skipped"], result
     assert sorted(result["hosts"]) == sorted(h.name for h in hosts(shared_lab.fed)), result
     assert result["changed"] == 0, {h: s for h, s in result["hosts"].items() if s["changed"]}
-    print(f"\ninstalled deploy --full: {result['seconds']} s", file=sys.stderr)
+    print(f"\ninstalled deploy --converge: {result['seconds']} s", file=sys.stderr)
     # ... and recorded what it applied: nothing is left to create or change.
     plan = installed.run("escape-fed", "plan", str(shared_lab.file), "--output", "json")
     assert plan.returncode == 0, plan.stderr[-3000:]

@@ -30,7 +30,7 @@ def test_converge_succeeds(converged: PlaybookRun) -> None:
 
 
 # A second run changing nothing is test_federation.py's test_a_second_deploy_changes_nothing
-# (`deploy --full`, every role) on the same shared lab.
+# (`deploy --converge`, every role) on the same shared lab.
 
 
 def test_limit_to_one_site_works(lab: Lab, converged: PlaybookRun) -> None:
