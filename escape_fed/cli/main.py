@@ -12,6 +12,7 @@ from escape_fed.cli.deploy import deploy
 from escape_fed.cli.keys import keys
 from escape_fed.cli.lab import lab
 from escape_fed.cli.model_cmds import facilities, plan, render, validate
+from escape_fed.cli.nodes import revoke_node
 from escape_fed.cli.operate import smoke, status
 from escape_fed.cli.submit import submit
 from escape_fed.cli.token_cmd import token
@@ -48,3 +49,4 @@ for command in (validate, render, plan, facilities, deploy, status, smoke, submi
     main.add_command(command)
 main.add_command(token)
 main.add_command(keys)
+main.add_command(revoke_node)

@@ -279,24 +279,6 @@ STARTD_ATTRS = $(STARTD_ATTRS) ESCAPE_SITE
 """
 
 
-def _issue_on_cm(fed: Path, identity: str) -> str:
-    """A token the pool's central manager really issues (the positive control)."""
-    cm = pool_central_manager(load_federation(fed), "site-a")
-    assert cm is not None
-    proc = cli(
-        "lab",
-        "ssh",
-        "-f",
-        str(fed),
-        cm.name,
-        "--",
-        f"condor_token_create -identity {identity} -authz ADVERTISE_STARTD "
-        "-authz ADVERTISE_MASTER -authz READ -key POOL",
-    )
-    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
-    return proc.stdout.strip()
-
-
 def _rogue(fed: Path, host: str, token: str) -> str:
     """Make lab host HOST (not in the pool) an execute node holding TOKEN; start it.
 
@@ -318,8 +300,13 @@ def _rogue(fed: Path, host: str, token: str) -> str:
             " -authz ADVERTISE_STARTD -authz ADVERTISE_MASTER -authz READ"
             " > /etc/condor/tokens.d/rogue && rm /etc/condor/passwords.d/POOL"
         )
-    elif token == "issued":
-        install = f"printf '%s\\n' '{_issue_on_cm(fed, identity)}' > /etc/condor/tokens.d/cm"
+    elif token == "stolen":
+        # wn-a1's own token, copied off wn-a1: real, issued by the pool for wn-a1.
+        stolen = cli(
+            "lab", "ssh", "-f", str(fed), "wn-a1", "--", f"cat /etc/condor/tokens.d/{cm.fqdn}"
+        )
+        assert stolen.returncode == 0 and stolen.stdout.count(".") == 2, stolen.stderr
+        install = f"printf '%s\\n' '{stolen.stdout.strip()}' > /etc/condor/tokens.d/cm"
     else:
         install = "true"
     config = ROGUE_CONFIG.format(cm=cm.fqdn, trust=domain)
@@ -381,23 +368,47 @@ def assert_refused_for_its_signature(fed: Path, host: str) -> None:
 
 
 @pytest.mark.destructive(order=2)
-def test_the_same_rogue_joins_with_a_token_its_pool_issued(fed: Path) -> None:
-    """Positive control: the check above sees a host that does get in."""
-    fqdn = _rogue(fed, "origin-b", "issued")
-    deadline = time.monotonic() + 60
-    while fqdn not in _machines(fed):
-        assert time.monotonic() < deadline, "a correctly issued token did not let the host in"
-        time.sleep(3)
-    # Withdraw it again: stop its daemons so the pool is as deployed.
-    cli(
-        "lab",
-        "ssh",
-        "-f",
-        str(fed),
-        "origin-b",
-        "--",
-        "systemctl stop condor; rm -f /etc/condor/config.d/99-rogue.conf /etc/condor/tokens.d/*",
-    )
+def test_a_rogue_with_a_real_node_token_is_refused_for_the_host_it_runs_on(fed: Path) -> None:
+    """wn-a1's real token on origin-b authenticates, but its ads name origin-b, not wn-a1.
+
+    The pool's collector accepts an ad sent with a node's identity only when the ad names that
+    node and its site (COLLECTOR_REQUIREMENTS): the rogue stays out, refused for its ads (its
+    authentication succeeded), while the real wn-a1 (the positive control) stays in.
+    """
+    model = load_federation(fed)
+    cm = pool_central_manager(model, "site-a")
+    assert cm is not None
+    wn = next(h.fqdn for h in hosts(model) if h.name == "wn-a1")
+    fqdn = _rogue(fed, "origin-b", "stolen")
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            machines = _machines(fed)
+            assert wn in machines, "the real wn-a1 must stay in the pool"
+            assert fqdn not in machines, "origin-b joined the pool with wn-a1's token"
+            time.sleep(5)
+        address = next(h.address for h in hosts(model) if h.name == "origin-b")
+        log = cli(
+            "lab",
+            "ssh",
+            "-f",
+            str(fed),
+            cm.name,
+            "--",
+            f"grep -c 'COLLECTOR_REQUIREMENTS VIOLATION.*<{address}:' /var/log/condor/CollectorLog",
+        )
+        assert int(log.stdout.strip() or 0) > 0, log.stdout + log.stderr
+    finally:  # withdraw it: stop its daemons so the pool is as deployed
+        cli(
+            "lab",
+            "ssh",
+            "-f",
+            str(fed),
+            "origin-b",
+            "--",
+            "systemctl stop condor; rm -f /etc/condor/config.d/99-rogue.conf"
+            " /etc/condor/tokens.d/*",
+        )
 
 
 @pytest.mark.destructive(order=9)

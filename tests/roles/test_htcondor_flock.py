@@ -6,6 +6,7 @@ deploy` for these checks and the flock e2e tests); the first deploy is the conve
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,33 @@ def test_access_point_job_from_site_a_flocks_to_site_b(lab: Lab, converged: Play
 def test_access_point_job_from_site_b_flocks_to_site_a(lab: Lab, converged: PlaybookRun) -> None:
     out = run_job(lab, "ap-b", "site-a")
     assert "site=site-a" in out and ".site-a.escape.lab" in out, out
+
+
+def test_each_pool_binds_its_own_nodes_and_their_tokens_expire(
+    lab: Lab, converged: PlaybookRun
+) -> None:
+    """Each pool's central manager accepts ads of its own execute nodes only for their host and
+    site; the view collector binds none (it only receives forwarded ads). Node tokens carry a
+    lifetime (14 days) and only the startd's and master's authorizations."""
+    pools = {"ap-a": {"wn-a1": "site-a", "wn-a2": "site-a"}, "ap-b": {"wn-b1": "site-b"}}
+    for cm, nodes in pools.items():
+        binding = lab.host(cm).check_output("condor_config_val COLLECTOR_REQUIREMENTS")
+        for node, site in nodes.items():
+            fqdn = f"{node}.{site}.escape.lab"
+            assert f'Machine =?= "{fqdn}"' in binding and f'ESCAPE_SITE =?= "{site}"' in binding
+        others = {n for c, ns in pools.items() if c != cm for n in ns}
+        assert not any(f'"{n}.' in binding for n in others), binding
+        assert lab.host(cm).check_output("condor_config_val NEGOTIATOR_SLOT_CONSTRAINT")
+        for node in nodes:
+            listed = lab.host(node).check_output("condor_token_list")
+            claims = json.loads(listed.split("Payload: ")[1].split(" File:")[0])
+            assert claims["exp"] - claims["iat"] == 14 * 24 * 3600, claims
+            assert sorted(claims["scope"].split()) == [
+                "condor:/ADVERTISE_MASTER",
+                "condor:/ADVERTISE_STARTD",
+                "condor:/READ",
+            ], claims
+    assert lab.host("cm").run("condor_config_val COLLECTOR_REQUIREMENTS").rc != 0
 
 
 @pytest.mark.destructive(order=1)
