@@ -89,8 +89,11 @@ def submit(
     point. With --token it goes over the network from here to the access point's schedd,
     authenticated by the token (SCITOKENS); the access point maps it to the account of the
     token's IAM group. An absolute COMMAND is then a program of the execute nodes, a relative
-    one a file here, sent with the job, and so is the token (BEARER_TOKEN_FILE in the job's
-    environment, for reading through the caches). With --wait the job's output, error and log
+    one a file here, sent with the job. The job never gets the token: it gets its own, which
+    the issuer exchanges for it (RFC 8693), read-only (storage.read on DATASET's path, or the
+    token's storage.read scopes without --dataset), unable to submit, short-lived
+    (BEARER_TOKEN_FILE in the job's environment, for reading through the caches). With --wait
+    the job's output, error and log
     land in --outdir; without it they wait on the access point (HTCondor keeps a spooled job's
     files for 10 days).
 
@@ -146,6 +149,7 @@ def submit(
 def _show(r: TokenJob) -> None:
     click.echo(f"job:      {r.job} ({r.status})")
     click.echo(f"owner:    {r.owner} (accounting group {r.accounting_group})")
+    click.echo(f"token:    job's own, {r.job_token_scope}")
     if r.finished:
         click.echo(f"ran on:   {r.ran_on}, exit code {r.exit_code}")
         click.echo(

@@ -29,6 +29,7 @@ from escape_fed.errors import BadInput, OperationFailed
 from escape_fed.model.schema import Federation, Role
 from escape_fed.model.view import HostView, hosts_with, pool_central_manager
 from escape_fed.ops.deploy import secrets_dir
+from escape_fed.ops.tokens import exchange_for_job, job_scopes
 
 CRON_FIELDS = ("cron_minute", "cron_hour", "cron_day_of_month", "cron_month", "cron_day_of_week")
 _CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
@@ -285,6 +286,7 @@ def submit(
 # --- with an IAM token --------------------------------------------------------------------------
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+JOB_TOKEN_NAME = "escape-job.token"  # the job's own token, BEARER_TOKEN_FILE in its scratch dir
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 MAX_TOKEN_BYTES = 16384
 
@@ -350,6 +352,7 @@ class TokenJob:
     submit_to_done_s: int | None = None
     hold_reason: str | None = None
     outdir: str = ""
+    job_token_scope: str = ""  # what the job's own token may do (never compute.*)
     stdout: str | None = None
     stderr: str | None = None
 
@@ -379,9 +382,10 @@ def _read_output(path: Path, limit: int = 65536) -> str | None:
 
 def _token_request(req: JobRequest, token: Path) -> JobRequest:
     """The job as it leaves this machine with a token. An absolute executable is the execute
-    node's own program; a relative one is a file here, sent with the job. The token goes with
-    the job too (``BEARER_TOKEN_FILE``, relative to the job's scratch directory, where HTCondor
-    starts it) so that it reads data through the caches as the same group."""
+    node's own program; a relative one is a file here, sent with the job. TOKEN, the job's own
+    read-only token (:func:`escape_fed.ops.tokens.exchange_for_job`), goes with the job too
+    (``BEARER_TOKEN_FILE``, relative to the job's scratch directory, where HTCondor starts it)
+    so that it reads data through the caches as the same group, and nothing more."""
     executable, transfer = req.executable, False
     if not executable.startswith("/"):
         local = Path(executable).resolve()
@@ -410,7 +414,9 @@ def submit_with_token(
     outdir: Path = Path("escape-fed-jobs"),
     wait_s: float | None = None,
 ) -> TokenJob:
-    """Submit as the bearer of TOKEN, over the network, to the access point's schedd.
+    """Submit as the bearer of TOKEN, over the network, to the access point's schedd. The job
+    does not get TOKEN: it gets its own, exchanged for it at the issuer (RFC 8693), that reads
+    the job's dataset (or what TOKEN reads, without a dataset) and may not submit.
 
     The job's files (output, error, log, a relative executable) live in ``outdir`` here; with
     ``wait_s`` the job is followed until it ends (or the time is up) and its output fetched.
@@ -418,7 +424,32 @@ def submit_with_token(
     check_token_file(token)
     check_request(req)
     check_line("--outdir", str(outdir.resolve()))
-    req = _token_request(req, token)
+    plan_job(fed, req)  # bad input is refused before anything goes to the issuer
+    with tempfile.TemporaryDirectory(prefix="escape-fed-job-") as work:
+        user_token = token.read_text(encoding="ascii").strip()
+        try:
+            user_scopes = str(_b64url_json(user_token.split(".")[1]).get("scope") or "").split()
+        except (ValueError, binascii.Error, AttributeError):
+            user_scopes = []
+        job_token = Path(work) / JOB_TOKEN_NAME
+        scope = exchange_for_job(
+            fed, user_token, job_scopes(fed, req.dataset, user_scopes), job_token
+        )
+        result = _submit_token_job(
+            fed, _token_request(req, job_token), token, access_point, outdir, wait_s
+        )
+    result.job_token_scope = scope
+    return result
+
+
+def _submit_token_job(
+    fed: Federation,
+    req: JobRequest,
+    token: Path,
+    access_point: str | None,
+    outdir: Path,
+    wait_s: float | None,
+) -> TokenJob:
     plan = plan_job(fed, req)
     ap = choose_access_point(fed, access_point, plan.sites)
     cm = pool_central_manager(fed, ap.site)

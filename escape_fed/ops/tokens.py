@@ -219,10 +219,11 @@ def _session(fed: Federation, cid: str, secret: str, scope: str) -> OAuth2Sessio
     return session
 
 
-def _discover(session: OAuth2Session, issuer: str) -> str:
+def _discover(session: requests.Session, issuer: str) -> str:
     """The token endpoint from the issuer's discovery document (whose issuer must match)."""
     url = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
-    resp = session.get(url, timeout=TIMEOUT_S, verify=session.verify, withhold_token=True)
+    extra: dict[str, Any] = {"withhold_token": True} if isinstance(session, OAuth2Session) else {}
+    resp = session.get(url, timeout=TIMEOUT_S, verify=session.verify, **extra)
     if resp.status_code != 200:
         raise OperationFailed(f"issuer discovery {url} answered HTTP {resp.status_code}")
     try:
@@ -310,3 +311,66 @@ def fetch_token(
             else None
         ),
     )
+
+
+# --- job tokens: RFC 8693 token exchange ---------------------------------------------------------
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+
+
+def job_scopes(fed: Federation, dataset: str | None, user_scopes: Sequence[str]) -> list[str]:
+    """What a job's token may do: read its dataset (``storage.read:<dataset path>``); a job
+    without a dataset reads what the user's token reads (its ``storage.read`` scopes). Never a
+    ``compute.*`` scope, never a write."""
+    if dataset is not None:
+        return [f"storage.read:{fed.datasets[dataset].path}"]
+    return [s for s in user_scopes if s.startswith("storage.read:")]
+
+
+def exchange_for_job(fed: Federation, user_token: str, scopes: Sequence[str], out: Path) -> str:
+    """Exchange USER_TOKEN at the federation's issuer (RFC 8693) for a job token with SCOPES
+    (read-only, each within the user token's own) and write it to OUT (0600). Returns the
+    granted scope. The user token authenticates the request; no client secret is needed."""
+    if not scopes:
+        raise BadInput(
+            "the job would get a token that reads nothing: give --dataset, or a token with "
+            "storage.read scopes"
+        )
+    issuer = fed.iam.issuer
+    try:
+        with issuer_http(fed) as session:
+            endpoint = _discover(session, issuer)
+            resp = session.post(
+                endpoint,
+                data={
+                    "grant_type": TOKEN_EXCHANGE,
+                    "subject_token": user_token,
+                    "subject_token_type": ACCESS_TOKEN_TYPE,
+                    "requested_token_type": ACCESS_TOKEN_TYPE,
+                    "scope": " ".join(scopes),
+                },
+                timeout=TIMEOUT_S,
+                verify=session.verify,
+            )
+    except requests.exceptions.SSLError as exc:
+        raise OperationFailed(
+            f"TLS to the issuer {issuer} failed (checked against {ca_file(fed)}): {exc}"
+        ) from None
+    except requests.exceptions.RequestException as exc:
+        raise OperationFailed(f"issuer {issuer} unreachable: {exc}") from None
+    try:
+        body: Mapping[str, Any] = resp.json()
+    except ValueError:
+        body = {}
+    if resp.status_code != 200:
+        error = body.get("error", f"HTTP {resp.status_code}")
+        what = f"{error}: {body.get('error_description', '')}"
+        if resp.status_code == 400:
+            raise BadInput(f"the issuer refused a job token for this token ({what})")
+        raise OperationFailed(f"the issuer refused a job token ({what})")
+    access = body.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise OperationFailed(f"the issuer {issuer} answered without an access_token")
+    write_private(out, access + "\n")
+    return str(body.get("scope") or "")

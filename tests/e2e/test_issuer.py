@@ -12,6 +12,7 @@ import json
 import re
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -116,10 +117,21 @@ def test_discovery_document(token_lab: TokenLab, where: str) -> None:
     assert meta["issuer"] == iss
     assert meta["jwks_uri"] == f"{iss}jwks"
     assert meta["token_endpoint"] == f"{iss}token"
-    assert meta["grant_types_supported"] == ["client_credentials"]
-    assert meta["token_endpoint_auth_methods_supported"] == ["client_secret_basic"]
-    for group in token_lab.fed.iam.groups:
-        assert f"wlcg.groups:{group}" in meta["scopes_supported"]
+    assert meta["grant_types_supported"] == [
+        "client_credentials",
+        "urn:ietf:params:oauth:grant-type:token-exchange",  # job tokens (RFC 8693)
+    ]
+    assert meta["token_endpoint_auth_methods_supported"] == ["client_secret_basic", "none"]
+    # Scope names only: no group's paths (embargoed or not), no group names.
+    assert meta["scopes_supported"] == [
+        "wlcg.groups", "compute.read", "compute.create", "compute.modify", "compute.cancel",
+        "storage.read",
+    ]  # fmt: skip
+    text = resp.text
+    for name, group in token_lab.fed.iam.groups.items():
+        assert name not in text
+        for path in group.paths:
+            assert path not in text, path
     assert {"wlcg.ver", "wlcg.groups", "scope", "aud"} <= set(meta["claims_supported"])
 
 
@@ -206,6 +218,50 @@ def test_wrong_client_secret_is_401(token_lab: TokenLab) -> None:
     assert resp.status_code == 401 and resp.json()["error"] == "invalid_client"
     assert "access_token" not in resp.text
     assert resp.headers["WWW-Authenticate"].startswith("Basic")
+
+
+BURST = 50
+CLIENT_BURST = 10  # token_issuer_rate_client_burst (role default)
+RESPONSIVE_S = 5.0  # a valid client right after the burst is answered within this
+
+
+def test_a_burst_of_wrong_secrets_is_rate_limited_and_the_issuer_stays_responsive(
+    token_lab: TokenLab,
+) -> None:
+    lab = token_lab
+    astro, hep = client_id(lab.fed, ASTRO), client_id(lab.fed, HEP)
+    wrong = (astro, secret(lab, HEP))
+    # Positive controls first: a wrong secret is a 401 (not a 429), a right one a 200.
+    assert post_token(lab, wrong).status_code == 401
+    assert post_token(lab, (astro, secret(lab, ASTRO))).status_code == 200
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=BURST) as pool:
+        replies = list(pool.map(lambda _: post_token(lab, wrong), range(BURST)))
+    burst_s = time.monotonic() - started
+    codes = [r.status_code for r in replies]
+    print(f"\n  {BURST} wrong secrets in {burst_s:.1f} s: {codes.count(401)} x 401, "
+          f"{codes.count(429)} x 429")  # fmt: skip
+    assert set(codes) == {401, 429}, codes
+    assert codes.count(401) <= CLIENT_BURST + 1, codes  # + the refill during the burst
+    for r in replies:
+        if r.status_code == 429:
+            assert int(r.headers["Retry-After"]) >= 1, r.headers
+            assert r.json()["error"] == "too_many_requests"
+            assert "access_token" not in r.text
+
+    # Right after: another client is answered at once; the flooded client is answered again
+    # once its Retry-After has passed.
+    started = time.monotonic()
+    ok = post_token(lab, (hep, secret(lab, HEP)))
+    took = time.monotonic() - started
+    print(f"  a valid client right after: HTTP {ok.status_code} in {took:.2f} s")
+    assert ok.status_code == 200 and "access_token" in ok.json(), ok.text
+    assert took < RESPONSIVE_S, took
+    time.sleep(max(int(r.headers.get("Retry-After", 0)) for r in replies))
+    again = post_token(lab, (astro, secret(lab, ASTRO)))
+    assert again.status_code == 200, again.text
+    time.sleep(CLIENT_BURST)  # the client's bucket full again for the tests that follow
 
 
 def test_unknown_client_is_401(token_lab: TokenLab) -> None:

@@ -20,6 +20,7 @@ from escape_fed.cli.main import main
 from escape_fed.errors import BadInput
 from escape_fed.model import load_federation
 from escape_fed.ops.submit import JobRequest, _token_request, check_token_file, plan_job
+from escape_fed.ops.tokens import exchange_for_job, job_scopes
 from tests.conftest import LAB_FEDERATION
 
 LAB = load_federation(LAB_FEDERATION)
@@ -141,3 +142,17 @@ def test_token_file_names_that_would_break_the_submit_file_are_refused(tmp_path:
     path = token_file(tmp_path, GOOD_SHAPE, name="a,b.tok")
     with pytest.raises(BadInput, match="plain file name"):
         _token_request(JobRequest("/bin/true"), path)
+
+
+def test_a_job_token_asks_for_the_dataset_only_or_the_users_reads() -> None:
+    user = ["compute.create", "storage.read:/escape/astro", "storage.read:/escape/astro/embargoed"]
+    path = LAB.datasets["sky-survey-dr1"].path
+    assert job_scopes(LAB, "sky-survey-dr1", user) == [f"storage.read:{path}"]
+    assert job_scopes(LAB, None, user) == user[1:]  # never a compute scope
+    assert job_scopes(LAB, None, ["compute.create"]) == []
+
+
+def test_a_token_that_reads_nothing_gets_no_job_token(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="reads nothing"):
+        exchange_for_job(LAB, GOOD_SHAPE, [], tmp_path / "job.token")
+    assert not (tmp_path / "job.token").exists()
