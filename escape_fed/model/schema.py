@@ -237,6 +237,12 @@ class Storage(Strict):
     paths: Annotated[tuple[AbsPath, ...], Field(min_length=1)] = Field(
         description="exported namespace paths, e.g. /escape"
     )
+    tls_required: StrictBool = Field(
+        default=True,
+        description="root:// at the site's origin and cache only over TLS (clients trusting the "
+        "CA, roots://), the cache reading its origin over TLS too; false lets a client without "
+        "TLS read in clear, a token in the URL included (`plan` warns)",
+    )
 
 
 class Cache(Strict):
