@@ -8,7 +8,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from escape_fed.model.loader import Problem
-from escape_fed.model.schema import CLOUD_BACKENDS, ROLE_GROUPS, Backend, Federation, Mode, Role
+from escape_fed.model.schema import (
+    CLOUD_BACKENDS,
+    ROLE_GROUPS,
+    Backend,
+    Federation,
+    Mode,
+    Role,
+    path_within,
+)
 from escape_fed.model.view import group_name, hosts, hosts_with, lab_subnets
 
 Check = Callable[[Federation], Iterator[Problem]]
@@ -212,6 +220,31 @@ def _data(fed: Federation) -> Iterator[Problem]:
                 yield Problem(
                     f"datasets.{dname}.rses[{i}]",
                     f"unknown RSE {rse!r}: expected a site's storage.rse ({known})",
+                )
+
+
+@check
+def _datasets_outside_embargoes(fed: Federation) -> Iterator[Problem]:
+    """A dataset is readable by every group: its path may not be, hold or lie in an embargo.
+
+    The issuer grants each dataset's path to every group, so a dataset at (or above) a group's
+    embargoed path would hand that group's data to all the others."""
+    for dname, ds in fed.datasets.items():
+        for gname, group in fed.iam.groups.items():
+            for embargo in group.paths:
+                if ds.path == embargo:
+                    how = "is"
+                elif path_within(embargo, ds.path):
+                    how = "contains"
+                elif path_within(ds.path, embargo):
+                    how = "lies under"
+                else:
+                    continue
+                yield Problem(
+                    f"datasets.{dname}.path",
+                    f"{ds.path!r} {how} {embargo!r}, the embargoed path of group {gname!r}: "
+                    "expected a dataset path outside every group's embargoed paths "
+                    "(datasets are readable by all groups)",
                 )
 
 

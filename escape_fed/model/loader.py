@@ -5,7 +5,10 @@ Each problem names the file, the field path and what is expected::
     inventories/x.yaml: sites.site-b.storage.origin: 'ftp://x' is not a valid URL: expected ...
 
 YAML syntax errors give the line and column. Duplicate keys (which YAML parsers silently
-collapse) are errors, so a site or host written twice is caught.
+collapse) are errors, so a site or host written twice is caught. Anchors and aliases (``&x``,
+``*x``) are refused where the parser first meets one, before anything is built: an alias can
+refer to itself (``a: &x [*x]``) or multiply (ten aliases nested eight deep is 10^8 nodes), and a
+federation file is short enough to write out.
 """
 
 from __future__ import annotations
@@ -55,8 +58,29 @@ def dotted(path: Sequence[str | int]) -> str:
     return out
 
 
+class _AliasRefused(yaml.MarkedYAMLError):
+    """An anchor or alias in a federation file."""
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe YAML loader that records each key's line and refuses duplicate keys."""
+    """Safe YAML loader that records each key's line, refuses duplicate keys and aliases."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML stubs: untyped
+        key = f"field {index.value!r}: " if isinstance(index, yaml.ScalarNode) else ""
+        if isinstance(event, yaml.AliasEvent):
+            raise _AliasRefused(
+                problem=f"{key}alias '*{event.anchor}': YAML aliases are not accepted",
+                problem_mark=event.start_mark,
+            )
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise _AliasRefused(
+                problem=f"{key}anchor '&{anchor}': YAML anchors are not accepted",
+                problem_mark=event.start_mark,
+            )
+        node: yaml.Node | None = super().compose_node(parent, index)
+        return node
 
 
 def _load_yaml(text: str, file: str) -> tuple[Any, dict[PathT, int], list[Problem]]:
@@ -65,6 +89,12 @@ def _load_yaml(text: str, file: str) -> tuple[Any, dict[PathT, int], list[Proble
     problems: list[Problem] = []
     try:
         node = loader.get_single_node()
+    except _AliasRefused as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise BadInput(
+            f"{file}: {where}: {exc.problem}: expected every value written out in full"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"

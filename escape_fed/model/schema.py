@@ -21,6 +21,11 @@ DNS_RE = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 )
 ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# The one pattern every path of the model matches (storage, datasets, groups' embargoed areas,
+# control-machine files): absolute, letters, digits and '._-/' only; no '//', '.' or '..'
+# segments, no trailing '/' (except the root itself). Nothing a shell, an XRootD config line or a
+# URL could read twice: no spaces, newlines, '$', '(', quotes, '*', '%'.
+PATH_RE = re.compile(r"/|(/[A-Za-z0-9._-]+)+")  # fullmatch only: "$" also matches before "\n"
 
 
 def _name(value: str) -> str:
@@ -56,9 +61,17 @@ def _url(schemes: tuple[str, ...]) -> AfterValidator:
 
 
 def _abs_path(value: str) -> str:
-    if not value.startswith("/") or "//" in value or "/../" in value + "/":
-        raise ValueError(f"{value!r} is not a clean absolute path: expected e.g. '/data/escape'")
+    if not PATH_RE.fullmatch(value) or any(part in (".", "..") for part in value.split("/")):
+        raise ValueError(
+            f"{value!r} is not a clean absolute path: expected e.g. '/data/escape' (letters, "
+            "digits and '._-' between single '/', no '.' or '..' parts, no trailing '/')"
+        )
     return value
+
+
+def path_within(inner: str, outer: str) -> bool:
+    """Whether clean absolute path ``inner`` is ``outer`` or lies under it (by whole parts)."""
+    return outer in ("/", inner) or inner.startswith(outer + "/")
 
 
 def _cidr(value: str) -> str:
@@ -223,6 +236,12 @@ class Storage(Strict):
     origin: StorageUrl = Field(description="root://HOST:PORT or https://HOST:PORT of the storage")
     paths: Annotated[tuple[AbsPath, ...], Field(min_length=1)] = Field(
         description="exported namespace paths, e.g. /escape"
+    )
+    tls_required: StrictBool = Field(
+        default=True,
+        description="root:// at the site's origin and cache only over TLS (clients trusting the "
+        "CA, roots://), the cache reading its origin over TLS too; false lets a client without "
+        "TLS read in clear, a token in the URL included (`plan` warns)",
     )
 
 

@@ -2,16 +2,34 @@
 
 Preflight happens before anything changes: the site filter, backends that cannot be deployed
 yet, the playbook. A failed run records nothing, so ``plan`` keeps showing what is left to do.
+
+Safety (docs/hardening-deploy-and-data.md):
+
+- one deploy at a time per federation state directory: ``deploy.lock`` (``flock``); a second
+  deploy exits 2 naming the holder and changes nothing;
+- the applied-fingerprint marker is removed before a run that may change things and written
+  only after it succeeded; ``deploy.running`` marks a run under way, so a deploy killed midway
+  is followed by a full run that also restarts every daemon (its notified handlers were lost);
+- a plain deploy of an unchanged federation first checks the control machine: the secrets the
+  hosts rely on must still be there (else it stops, saying which) and no certificate may be
+  within its renewal window (else every role runs, renewing them).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import hashlib
 import json
 import os
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography import x509
 
 from escape_fed import collection
 from escape_fed.backends.ansible import (
@@ -24,14 +42,17 @@ from escape_fed.backends.ansible import (
 from escape_fed.errors import BadInput, NotBuiltYet, OperationFailed
 from escape_fed.lab import runtime
 from escape_fed.lab.plan import lab_spec
-from escape_fed.model.schema import CLOUD_BACKENDS, Backend, Federation
-from escape_fed.model.view import group_name
+from escape_fed.model.schema import CLOUD_BACKENDS, Backend, Federation, Role
+from escape_fed.model.view import group_name, hosts, hosts_with
 from escape_fed.ops import drift
 from escape_fed.ops.plan import desired, load_snapshot, write_snapshot
 from escape_fed.render.inventory import inventory_files, write_inventory
 
 PLAYBOOK = "site.yml"
 HEALTH_PLAYBOOK = "health.yml"
+# A certificate with fewer days left than this is renewed by the next deploy (the tls_ca role's
+# tls_ca_renew_days): a plain deploy then runs every role instead of only the health check.
+RENEW_DAYS = 30
 
 
 @dataclass
@@ -113,6 +134,77 @@ def secrets_dir(fed: Federation) -> Path:
     return Path(fed.security.secrets_dir) / fed.federation.name
 
 
+def _running_path(fed: Federation) -> Path:
+    return state_dir(fed) / "deploy.running"
+
+
+@contextlib.contextmanager
+def deploy_lock(fed: Federation) -> Iterator[Path]:
+    """Hold the federation's deploy lock (``STATE/deploy.lock``) or exit 2 naming its holder.
+
+    An ``flock`` on an open file: the kernel releases it when the holder exits, however it ends,
+    so a killed deploy never leaves a stale lock. The file says who holds it (pid, command)."""
+    path = state_dir(fed) / "deploy.lock"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise BadInput(
+                f"{path}: another deploy of federation {fed.federation.name!r} is running "
+                f"({holder}): wait for it to finish; nothing was changed"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def missing_secrets(fed: Federation) -> list[str]:
+    """Control-machine secrets a deployed federation's hosts rely on that are gone.
+
+    The deployment CA (its key signs every host certificate), each central manager's control
+    token (tokens.d), each cache's sss key (its origins hold the same), the lab issuer's client
+    secrets. Empty for a federation never deployed (a first deploy makes them)."""
+    base = secrets_dir(fed)
+    want: list[Path] = []
+    if any(h.tls is None for h in hosts(fed)):
+        want += [base / "ca" / "ca.key", base / "ca" / "ca.crt"]
+    want += [base / "tokens.d" / h.fqdn for h in hosts_with(fed, Role.CENTRAL_MANAGER)]
+    want += [base / "xrootd" / "sss" / f"{h.fqdn}.keytab" for h in hosts_with(fed, Role.CACHE)]
+    if hosts_with(fed, Role.ISSUER):
+        from escape_fed.ops.tokens import client_id  # tokens imports this module
+
+        want += [base / "iam" / "clients" / f"{client_id(fed, g)}.secret" for g in fed.iam.groups]
+    return [str(p) for p in want if not p.is_file()]
+
+
+def expiring_certificates(fed: Federation, days: int = RENEW_DAYS) -> list[str]:
+    """Certificates on the control machine with fewer than ``days`` left: "PATH (DATE)".
+
+    The deployment CA, the host certificates it issued for this federation's hosts, and the
+    certificates sites gave for their own hosts."""
+    issued = secrets_dir(fed) / "ca" / "issued"
+    fqdns = {h.fqdn for h in hosts(fed)}
+    paths = [secrets_dir(fed) / "ca" / "ca.crt"]
+    if issued.is_dir():
+        paths += [c for c in sorted(issued.glob("*.crt")) if c.name.rsplit("-", 1)[0] in fqdns]
+    paths += [Path(h.tls.certificate) for h in hosts(fed) if h.tls is not None]
+    limit = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days)
+    out = []
+    for path in paths:
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError):
+            continue  # missing ones are missing_secrets' business; model checks read own certs
+        if cert.not_valid_after_utc < limit:
+            out.append(f"{path} ({cert.not_valid_after_utc:%Y-%m-%d})")
+    return out
+
+
 def prepare(fed: Federation, source: str) -> Path:
     """Render the inventory and make the secrets directory (0700); return the inventory."""
     inventory = state_dir(fed) / "inventory"
@@ -153,6 +245,32 @@ def deploy(
         )
     if not (PLAYBOOKS / PLAYBOOK).exists():
         raise OperationFailed(f"{PLAYBOOKS / PLAYBOOK} is missing: the checkout is incomplete")
+    with deploy_lock(fed):
+        return _deploy_locked(fed, source, progress, site, check, verbose, full, converge, scope)
+
+
+def _deploy_locked(
+    fed: Federation,
+    source: str,
+    progress: Progress,
+    site: str | None,
+    check: bool,
+    verbose: bool,
+    full: bool,
+    converge: bool,
+    scope: list[str],
+) -> DeployResult:
+    snapshot_file = Path(fed.snapshot_path())
+    if not converge and not check and snapshot_file.exists():
+        lost = missing_secrets(fed)
+        if lost:
+            raise OperationFailed(
+                f"the control machine lost secrets this federation's hosts rely on "
+                f"({secrets_dir(fed)}): missing {', '.join(lost)}. Restore them from a backup "
+                "and deploy again, or run 'escape-fed deploy --converge' to make new ones (every "
+                "host gets new certificates and keys; tokens made with the lost ones stop "
+                "working). Nothing was changed"
+            )
     if any(fed.sites[s].backend is Backend.LAB for s in scope):
         spec = lab_spec(fed)
         if check:
@@ -168,18 +286,25 @@ def deploy(
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     log = state_dir(fed) / "logs" / f"deploy-{stamp}.log"
     current = fingerprint(fed, source)
-    snapshot_file = Path(fed.snapshot_path())
+    running = _running_path(fed)
     record_file = drift.record_path(state_dir(fed))
     unchanged = (
         not converge
         and not check
         and site is None
         and snapshot_file.exists()
+        and not running.exists()
         and _applied_fingerprint(fed) == current
     )
     record = drift.load_record(record_file, current) if unchanged and full else None
     verified = None
-    if unchanged and (not full or record is not None):
+    expiring = expiring_certificates(fed) if unchanged else []
+    if expiring:
+        progress(
+            f"configure: certificates within {RENEW_DAYS} days of expiry: "
+            f"{', '.join(expiring)}: running every role to renew them"
+        )
+    elif unchanged and (not full or record is not None):
         if record is not None:
             progress(
                 "configure: nothing changed since the last deploy; verifying every file, "
@@ -215,12 +340,22 @@ def deploy(
             progress("configure: some hosts are not healthy: running every role")
         else:
             progress("configure: hosts differ from the last converge: running every role")
+    interrupted = running.exists()
+    if interrupted and not check:
+        progress(
+            f"configure: an earlier deploy was interrupted ({running}): running every role, "
+            "then restarting every daemon (the handlers it notified were lost)"
+        )
+    if not check:
+        # From here hosts may change: until this run succeeds, no marker may say "applied".
+        _fingerprint_path(fed).unlink(missing_ok=True)
+        record_file.unlink(missing_ok=True)  # rewritten only by a whole, successful converge
+        running.write_text(json.dumps({"pid": os.getpid(), "at": stamp}), encoding="utf-8")
     progress(
         f"configure: ansible-playbook {PLAYBOOK}{' --check' if check else ''}"
         f"{f' --limit {group_name(site)}' if site else ''} (log: {log})"
     )
     recorder = drift.Recorder()
-    record_file.unlink(missing_ok=True)  # rewritten only by a whole, successful converge
     result = run_playbook(
         inventory / "hosts.yml",
         PLAYBOOK,
@@ -231,10 +366,22 @@ def deploy(
         verbose=verbose,
         observe=None if check or site else recorder.observe,
     )
-    if result.ok and not check and site is None:
-        progress(
-            "configure: recording what the converge left on every host (deploy --full checks it)"
+    if interrupted and result.ok and not check:
+        progress("configure: restarting every daemon after the interrupted deploy")
+        restart = run_playbook(
+            inventory / "hosts.yml",
+            HEALTH_PLAYBOOK,
+            progress,
+            limit=group_name(site) if site else None,
+            extra_vars={"escape_fed_restart_daemons": True},
+            log=log.with_name(f"restart-{stamp}.log"),
+            verbose=verbose,
         )
+        if not restart.ok:
+            result.errors += restart.errors or [{"event": "failed", "host": "(restart)"}]
+            result.returncode = restart.returncode or 1
+    if result.ok and not check and site is None:
+        progress("configure: recording what the converge left on every host (--full checks it)")
         if drift.capture(
             inventory / "hosts.yml",
             recorder,
@@ -257,9 +404,13 @@ def deploy(
             applied = want
         write_snapshot(fed.federation.name, applied, snapshot)
     if not check:
-        marker = _fingerprint_path(fed)
+        # The run ended (ok or failed; handlers were forced either way, ansible.cfg): only a
+        # whole-federation success clears "interrupted" and records the fingerprint.
         if result.ok and site is None:
-            marker.write_text(json.dumps({"fingerprint": current, "at": stamp}), encoding="utf-8")
-        else:
-            marker.unlink(missing_ok=True)  # a partial or failed run: the next one runs in full
+            running.unlink(missing_ok=True)
+            _fingerprint_path(fed).write_text(
+                json.dumps({"fingerprint": current, "at": stamp}), encoding="utf-8"
+            )
+        elif not interrupted:
+            running.unlink(missing_ok=True)
     return DeployResult(result, inventory, snapshot, check, verified=verified)

@@ -61,12 +61,30 @@ class Plan:
             out[a.action] += 1
         return out
 
+    def warnings(self) -> list[str]:
+        """Settings that weaken a secure default, one line each (also in the summaries)."""
+        return sorted(
+            {
+                f"{a.site}/{a.host} {a.component}: {a.summary.split(WARNING, 1)[1]}"
+                for a in self.actions
+                if WARNING in a.summary
+            }
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "federation": self.federation,
             "counts": self.counts(),
             "actions": [a.as_dict() for a in self.actions],
+            "warnings": self.warnings(),
         }
+
+
+WARNING = " WARNING: "
+_NO_TLS = (
+    "root:// without TLS allowed (storage.tls_required: false): clients without TLS, and the "
+    "tokens in their URLs, travel in clear"
+)
 
 
 def _summary(component: str, s: dict[str, Any]) -> str:
@@ -89,9 +107,12 @@ def _summary(component: str, s: dict[str, Any]) -> str:
         case "xcache":
             return (
                 f"XCache {s['url']} -> {s['origin']} ({s['disk_gb']} GB disk, {s['ram_gb']} GB RAM)"
+                + ("" if s.get("tls_required", True) else WARNING + _NO_TLS)
             )
         case "xrootd-origin":
-            return f"XRootD origin exporting {', '.join(s['paths'])} ({s['rse']})"
+            return f"XRootD origin exporting {', '.join(s['paths'])} ({s['rse']})" + (
+                "" if s.get("tls_required", True) else WARNING + _NO_TLS
+            )
         case "ingress":
             return f"TLS reverse proxy validating tokens from {s['issuer']}"
         case "iam-issuer":
@@ -154,9 +175,14 @@ def desired(fed: Federation) -> dict[str, dict[str, Any]]:
                 "url": cache_url(fed, h.site),
                 "origin": storage.origin,
                 **site_cache.model_dump(),
+                "tls_required": storage.tls_required,
             }
         if h.has(Role.ORIGIN) and storage:
-            comps["xrootd-origin"] = {"rse": storage.rse, "paths": list(storage.paths)}
+            comps["xrootd-origin"] = {
+                "rse": storage.rse,
+                "paths": list(storage.paths),
+                "tls_required": storage.tls_required,
+            }
         if h.has(Role.INGRESS):
             comps["ingress"] = {"issuer": fed.iam.issuer, "audience": fed.iam.audience}
         if h.has(Role.ISSUER):

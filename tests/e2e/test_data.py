@@ -25,6 +25,7 @@ from tests.roles.xrootd_lab import (
     COLLISIONS,
     HEP,
     ORIGIN_ROOT,
+    TOKEN_FILE,
     DataLab,
     on_shared_lab,
     origin_opens,
@@ -73,7 +74,7 @@ def origin_b_answers(lab: DataLab) -> bool:
 
 def test_cache_a_fronts_site_b_across_the_wan(lab: DataLab) -> None:
     config = lab.out("cache-a", "grep ^pss.origin /etc/xrootd/xrootd-xcache.cfg")
-    assert config == "pss.origin origin-b.site-b.escape.lab:1094"
+    assert config == "pss.origin roots://origin-b.site-b.escape.lab:1094"  # TLS: required
     # Different site networks: every byte between them goes through the router's shaped links.
     assert lab.address("cache-a").split(".")[:3] != lab.address("origin-b").split(".")[:3]
 
@@ -127,8 +128,10 @@ def test_with_its_origin_down_the_cache_serves_what_it_holds_and_refuses_the_res
         assert rc != 0
         assert f"Unable to open {not_held}; connection refused" in err, err
         assert seconds < 60, seconds  # xcache_origin_connection_window_s x retry, not minutes
-        # The cache itself stays healthy (what `status` asks).
-        assert lab.out("ap-a", "xrdfs cache-a.site-a.escape.lab:1094 query config version")
+        # The cache itself stays healthy (what `status` asks; over TLS, which root:// requires).
+        assert lab.out(
+            "ap-a", f"{WITH_TLS} xrdfs cache-a.site-a.escape.lab:1094 query config version"
+        )
     finally:
         lab.out("origin-b", "systemctl start xrootd@origin")
 
@@ -145,3 +148,72 @@ def test_with_its_origin_down_the_cache_serves_what_it_holds_and_refuses_the_res
             break
         assert time.monotonic() < deadline, f"cache-a still refuses after its origin is back: {err}"
         time.sleep(3)
+
+
+# A client that cannot do TLS: no CA certificates to check a server with (XRootD's client then
+# offers a plain connection, as any client without the CA would).
+NO_TLS = "X509_CERT_DIR=/nonexistent-ca-dir"
+WITH_TLS = "X509_CERT_DIR=/etc/ssl/certs"
+XROOTD_LOG = {
+    "origin-b": "/var/log/xrootd/origin/xrootd.log",
+    "cache-a": "/var/log/xrootd/xcache/xrootd.log",
+}
+
+
+def _read_token_in_url(lab: DataLab, host: str, url: str, ca: str) -> tuple[int, str]:
+    """xrdcp URL on HOST with the token of TOKEN_FILE in the URL (?authz=), no ztn: (rc, err)."""
+    proc = lab.ssh(
+        host,
+        f"env -u BEARER_TOKEN_FILE {ca} XRD_CONNECTIONRETRY=1 xrdcp -f -s "
+        f'"{url}?authz=Bearer%20$(cat {TOKEN_FILE})" /dev/null',
+    )
+    return proc.returncode, proc.stderr
+
+
+def _log_count(lab: DataLab, server: str, pattern: str) -> int:
+    proc = lab.ssh(server, f"grep -cE '{pattern}' {XROOTD_LOG[server]}")
+    return int(proc.stdout.strip() or 0)
+
+
+@pytest.mark.parametrize(("server", "url"), [("origin-b", ORIGIN_B), ("cache-a", CACHE_A)])
+def test_a_root_read_without_tls_is_refused(lab: DataLab, server: str, url: str) -> None:
+    """TLS is required on root:// by default: a client without TLS is refused at login, before
+    it can send its request and the token in its URL; the same client, token and URL with the
+    CA certificates reads (positive control)."""
+    url = f"{url.rstrip('/')}/{COLLISIONS}/file-001.dat"
+    refusals = "login requires TLS but [^ ]*@wn-a1[^ ]* is incapable"
+    before = _log_count(lab, server, refusals)
+    rc, err = _read_token_in_url(lab, "wn-a1", url, NO_TLS)
+    assert rc != 0, f"{server} served a root:// read without TLS"
+    assert "Login failed" in err, err
+    assert _log_count(lab, server, refusals) == before + 1  # the server refused: no TLS
+    rc, err = _read_token_in_url(lab, "wn-a1", url, WITH_TLS)
+    assert rc == 0, err
+
+
+def test_the_cache_reads_its_origin_over_tls_only(lab: DataLab) -> None:
+    """cache-a reaches origin-b with roots:// (TLS or nothing); origin-b refuses the cache's own
+    credential without TLS; a read of a file the cache does not hold, which must come from
+    origin-b, succeeds; and origin-b logged the cache's logins as TLS ones."""
+    config = lab.out("cache-a", "grep ^pss.origin /etc/xrootd/xrootd-xcache.cfg")
+    assert config == "pss.origin roots://origin-b.site-b.escape.lab:1094"
+    as_cache = (
+        "runuser -u xrootd -- env XRD_CONNECTIONRETRY=1 XrdSecPROTOCOL=sss "
+        "XrdSecSSSKT=/etc/xrootd/sss-xcache.keytab"
+    )
+    stat = f"xrdfs {ORIGIN_B.removeprefix('root://')} stat {COLLISIONS}/file-003.dat"
+    plain = lab.ssh("cache-a", f"{as_cache} {NO_TLS} {stat}")
+    assert plain.returncode != 0 and "Login failed" in plain.stderr, plain.stderr
+    assert lab.ssh("cache-a", f"{as_cache} {WITH_TLS} {stat}").returncode == 0  # control
+
+    path = f"{COLLISIONS}/file-003.dat"
+    lab.out("cache-a", f"rm -f {CACHE_ROOT}{path} {CACHE_ROOT}{path}.cinfo")
+    opened = origin_opens(lab, "origin-b", path)
+    want = lab.out("origin-b", f"sha256sum {ORIGIN_ROOT}{path}").split()[0]
+    got = lab.out("wn-a1", f"{CLIENT_ENV} xrdcp -s {CACHE_A}{path} - | sha256sum").split()[0]
+    assert got == want
+    assert origin_opens(lab, "origin-b", path) == opened + 1  # it came from origin-b
+    logins = lab.out("origin-b", f"grep -E '@cache-a[. ].* login as' {XROOTD_LOG['origin-b']}")
+    assert logins, "origin-b logged no login of cache-a"
+    plain_logins = [line for line in logins.splitlines() if " TLSv1." not in line]
+    assert not plain_logins, plain_logins

@@ -50,3 +50,40 @@ def test_base_of_the_broken_examples_is_valid() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+HARDENING = [
+    "dataset-contains-embargo",
+    "dataset-is-embargo",
+    "dataset-under-embargo",
+    "dataset-path-with-dollar",
+    "storage-path-dotdot",
+    "storage-path-with-newline",
+    "storage-path-with-shell",
+    "storage-path-with-space",
+    "yaml-alias-bomb",
+    "yaml-alias-self",
+]
+
+
+@pytest.mark.parametrize("name", HARDENING)
+def test_a_refused_file_writes_nothing(name: str, tmp_path: Path) -> None:
+    out = tmp_path / "inventory"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "escape_fed",
+            "render",
+            str(BROKEN / f"{name}.yaml"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: {BROKEN / name}.yaml: ")
+    assert not out.exists()

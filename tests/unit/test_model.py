@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import yaml
 from escape_fed.errors import BadInput
 from escape_fed.model import Mode, Role, load_federation, parse_federation
 from escape_fed.model.loader import FederationFileError
+from escape_fed.model.schema import _abs_path
 from escape_fed.model.view import (
     cache_url,
     datasets_at,
@@ -120,7 +123,7 @@ def test_missing_file_is_bad_input(tmp_path: Path) -> None:
         load_federation(tmp_path)
 
 
-def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
+def test_yaml_anchors_and_aliases_are_refused_naming_the_line(tmp_path: Path) -> None:
     text = (
         (BROKEN / "_base.yaml")
         .read_text()
@@ -128,16 +131,85 @@ def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
             "capacity: {cpus: 2, memory_mb: 2048}\n      xc-a",
             "capacity: &wn {cpus: 2, memory_mb: 2048}\n      xc-a",
         )
-        .replace(
-            "        capacity: {cpus: 2, memory_mb: 2048}\ndatasets",
-            "        capacity: {<<: *wn, cpus: 4}\ndatasets",
-        )
     )
     path = tmp_path / "anchors.yaml"
     path.write_text(text)
+    with pytest.raises(BadInput) as info:
+        load_federation(path)
+    assert info.value.message.startswith(f"{path}: line 27, column 19: field 'capacity': ")
+    assert "anchor '&wn': YAML anchors are not accepted" in info.value.message
+    # positive control: the same file written out in full loads, and an inline merge still works
+    path.write_text(
+        text.replace("&wn ", "").replace("{cpus: 2, memory_mb", "{<<: {cpus: 2}, memory_mb")
+    )
     fed = load_federation(path)
-    cap = fed.sites["site-b"].hosts["wn-b1"].capacity
-    assert cap is not None and (cap.cpus, cap.memory_mb) == (4, 2048)
+    cap = fed.sites["site-a"].hosts["wn-a1"].capacity
+    assert cap is not None and (cap.cpus, cap.memory_mb) == (2, 2048)
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise TimeoutError("the loader took more than 2 s")
+
+
+@pytest.mark.parametrize("name", ["yaml-alias-bomb", "yaml-alias-self"])
+def test_an_alias_bomb_is_refused_in_well_under_a_second(name: str) -> None:
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, 2.0)  # the old loader expanded 10^9 nodes: stop it
+    try:
+        started = time.monotonic()
+        with pytest.raises(BadInput, match="YAML anchors are not accepted"):
+            load_federation(BROKEN / f"{name}.yaml")
+        took = time.monotonic() - started
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert took < 0.2, took
+
+
+def test_a_dataset_beside_an_embargo_is_accepted(tmp_path: Path) -> None:
+    """Paths compare by whole parts: /data/ds1x is neither in nor above /data/ds1."""
+    text = (BROKEN / "_base.yaml").read_text()
+    text = text.replace("{account: mini-a}", "{account: mini-a, paths: [/data/ds1x, /data/a]}")
+    path = tmp_path / "beside.yaml"
+    path.write_text(text)
+    assert load_federation(path).datasets["ds1"].path == "/data/ds1"
+    path.write_text(text.replace("[/data/ds1x, /data/a]", "[/data/ds1x, /data/ds1/a]"))
+    with pytest.raises(FederationFileError) as info:
+        load_federation(path)
+    assert [p.path for p in info.value.problems] == ["datasets.ds1.path"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["/data", "/", "/escape/astro/sky-survey-dr1", "/a.b_c-d/e"],
+)
+def test_clean_paths_match_the_one_pattern(value: str) -> None:
+    assert _abs_path(value) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "data",
+        "/data/",
+        "//data",
+        "/data//x",
+        "/data/../etc",
+        "/./data",
+        "/data\n",
+        "/da ta",
+        "/$(id)",
+        "/`id`",
+        "/data;x",
+        "/data*",
+        "/data%20",
+        "/d'x",
+        "",
+    ],
+)
+def test_unclean_paths_are_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="is not a clean absolute path"):
+        _abs_path(value)
 
 
 def _own_cert_federation(tmp_path: Path, key_mode: int) -> Path:

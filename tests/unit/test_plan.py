@@ -72,3 +72,28 @@ def test_a_broken_snapshot_is_bad_input(tmp_path: Path) -> None:
     snap.write_text(json.dumps({"federation": "x"}))
     with pytest.raises(BadInput, match="hosts: missing"):
         load_snapshot(snap)
+
+
+def test_root_without_tls_is_a_plan_warning(tmp_path: Path) -> None:
+    """TLS on root:// is the default; a site that turns it off sees it in every plan."""
+    data = yaml.safe_load(LAB_FEDERATION.read_text())
+    snap = tmp_path / "applied.json"
+    save_snapshot(parse_federation(data), snap)
+    secure = plan(parse_federation(data), load_snapshot(snap))
+    assert secure.warnings() == [] and secure.as_dict()["warnings"] == []
+    assert desired(parse_federation(data))["origin-a"]["components"]["xrootd-origin"][
+        "tls_required"
+    ]
+    data["sites"]["site-a"]["storage"]["tls_required"] = False
+    p = plan(parse_federation(data), load_snapshot(snap))
+    by = {(a.host, a.component): a for a in p.actions}
+    for host, comp in (("origin-a", "xrootd-origin"), ("cache-a", "xcache")):
+        assert by[(host, comp)].action == "change" and by[(host, comp)].changed == ("tls_required",)
+        assert "WARNING: root:// without TLS allowed (storage.tls_required: false)" in (
+            by[(host, comp)].summary
+        )
+    assert [w.split(":")[0] for w in p.warnings()] == [
+        "site-a/cache-a xcache",
+        "site-a/origin-a xrootd-origin",
+    ]
+    assert by[("origin-b", "xrootd-origin")].action == "keep"  # site-b keeps TLS required
