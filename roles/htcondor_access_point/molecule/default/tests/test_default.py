@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -99,20 +100,37 @@ def test_schedd_shows_a_certificate_of_the_deployment_ca(host: Any) -> None:
     assert check.rc == 0, check.stdout + check.stderr
 
 
+ANY = "https://wlcg.cern.ch/jwt/v1/any"
+
+
 def test_each_group_plugin_accepts_its_group_only(host: Any) -> None:
     """The mapping plugins as the schedd runs them: verified claims in BEARER_TOKEN_0_*."""
-    groups = host.ansible.get_variables()["escape_fed_iam"]["groups"]
+    iam = host.ansible.get_variables()["escape_fed_iam"]
+    groups = iam["groups"]
     names = hc.config_list(host, "SEC_SCITOKENS_PLUGIN_NAMES")
     assert len(names) == len(groups)
+    # the payload HTCondor passes on stdin: our audience, a lifetime within the issuer's
+    good = json.dumps({"aud": iam["audience"], "iat": 1000, "exp": 1060})
+    bad = {
+        "any audience": json.dumps({"aud": ANY, "iat": 1000, "exp": 1060}),
+        "too long": json.dumps(
+            {"aud": iam["audience"], "iat": 1000, "exp": 1001 + int(iam["token_lifetime_s"])}
+        ),
+        "no exp": json.dumps({"aud": iam["audience"], "iat": 1000}),
+    }
     for name, (group, spec) in zip(names, groups.items(), strict=True):
         command = hc.config_val(host, f"SEC_SCITOKENS_PLUGIN_{name}_COMMAND")
         mapping = hc.config_val(host, f"SEC_SCITOKENS_PLUGIN_{name}_MAPPING")
         assert mapping == f"{spec['account']}@{hc.config_val(host, 'UID_DOMAIN')}"
         for other in groups:
             env = f"BEARER_TOKEN_0_GROUP_0=/escape/none BEARER_TOKEN_0_GROUP_1={other}"
-            got = host.run(f"echo '{{}}' | env -i {env} {command}")
+            got = host.run(f"echo '{good}' | env -i {env} {command}")
             assert got.rc == (0 if other == group else 1), (name, other, got.rc, got.stderr)
-        assert host.run(f"echo '{{}}' | env -i {command}").rc == 1  # no groups at all
+        assert host.run(f"echo '{good}' | env -i {command}").rc == 1  # no groups at all
+        env = f"BEARER_TOKEN_0_GROUP_0={group}"
+        for why, payload in bad.items():
+            got = host.run(f"echo '{payload}' | env -i {env} {command}")
+            assert got.rc == 1, (name, why, got.rc, got.stderr)
 
 
 def test_a_timer_keeps_htcondors_issuer_keys_current(host: Any) -> None:
