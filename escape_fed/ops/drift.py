@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,6 @@ class HostState:
         """Fold one task result (or one loop item's) into the record; later results win."""
         if res.get("failed") or res.get("skipped") or "censored" in res:
             return
-        if res.get("_ansible_delegated_vars"):
-            return  # done on another machine for this host
         owner = {k: str(res[k]) for k in ("mode", "owner", "group") if res.get(k) is not None}
         if action in _FILE_ACTIONS and res.get("dest") and res.get("checksum"):
             path = str(res["dest"])
@@ -100,15 +98,7 @@ class HostState:
             self.users[str(res["name"])] = {k: res[k] for k in keep if res.get(k) is not None}
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "files": self.files,
-            "dirs": self.dirs,
-            "links": self.links,
-            "absent": self.absent,
-            "services": self.services,
-            "users": self.users,
-            "listed": self.listed,
-        }
+        return asdict(self)
 
     def config_dirs(self) -> list[str]:
         """The configuration directories the roles wrote in: every entry of them is recorded.
@@ -160,11 +150,10 @@ class Recorder:
             "fingerprint": fingerprint,
             "hosts": {h: s.as_dict() for h, s in sorted(self.hosts.items())},
         }
+        from escape_fed.ops.tokens import write_private  # tokens imports deploy, which imports this
+
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        write_private(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def record_path(state: Path) -> Path:
